@@ -1,0 +1,18 @@
+# The two commands of the README. Each sets up .venv first (idempotent, seconds when current).
+.PHONY: setup run test lint
+
+PROMPT ?= What is the capital of France?
+
+setup:
+	@bash scripts/setup.sh
+
+## The main job: a reply from the embedded default model (materialised on first use).
+run: setup
+	.venv/bin/specialize generate --model smollm2-135m-instruct "$(PROMPT)"
+
+## The full test suite, slow tests on the real default model included.
+test: setup
+	.venv/bin/python -m pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	.venv/bin/ruff check src tests benchmarks

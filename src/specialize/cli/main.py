@@ -1,0 +1,97 @@
+"""The `specialize` entry point: command groups and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from specialize.cli import config as config_cli
+from specialize.cli import generate as generate_cli
+from specialize.cli import models as models_cli
+from specialize.errors import SpecializeError
+
+app = typer.Typer(
+    name="specialize",
+    help="Turn a general language model into a domain specialist, and prove the result.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(models_cli.app, name="models")
+app.add_typer(config_cli.app, name="config")
+generate_cli.register(app)
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show info-level logs of libraries."
+    ),
+) -> None:
+    _state["debug"] = debug
+    _setup_logging(verbose)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors print one line and return their exit code, bugs keep tracebacks."""
+    try:
+        app(args=argv, prog_name="specialize", standalone_mode=False)
+    except SpecializeError as exc:
+        if _state["debug"] or "--debug" in (argv or sys.argv):
+            raise
+        typer.secho(f"error: {exc.one_line()}", fg="red", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except (typer.Exit, SystemExit) as exc:
+        return int(getattr(exc, "exit_code", getattr(exc, "code", 0)) or 0)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(show_path=False, show_time=False, console=_stderr_console())],
+        force=True,
+    )
+    logging.getLogger("specialize").setLevel(logging.INFO)
+    if not verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def run() -> None:
+    """Console-script shim: exit with `main`'s status."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

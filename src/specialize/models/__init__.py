@@ -1,0 +1,1 @@
+"""Models: the catalog, materialising the embedded default, loading, info, tiny test models."""
