@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from specialize.config import Config, field_help, load_config, read_text
+from specialize.data.config import DataConfig
 from specialize.errors import ConfigError
 from specialize.models.generation import GenerationSettings
 
@@ -20,6 +21,7 @@ console = Console()
 # files of that kind have, used to recognise a file without --kind).
 CONFIG_KINDS: dict[str, tuple[type[Config], str]] = {
     "generation": (GenerationSettings, "max_new_tokens"),
+    "data": (DataConfig, "sources"),
 }
 
 

@@ -9,6 +9,7 @@ import sys
 import typer
 
 from specialize.cli import config as config_cli
+from specialize.cli import data as data_cli
 from specialize.cli import generate as generate_cli
 from specialize.cli import models as models_cli
 from specialize.errors import SpecializeError
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(models_cli.app, name="models")
 app.add_typer(config_cli.app, name="config")
+app.add_typer(data_cli.app, name="data")
 generate_cli.register(app)
 
 _state = {"debug": False}

@@ -1,0 +1,1 @@
+"""Data: formats, validation, curation, leakage checks, splits, mixing, chat templates."""

@@ -1,0 +1,117 @@
+"""The data config: which files, how to clean them, how to split, what to check for leakage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from specialize.config import Config, load_config
+from specialize.models.catalog import DEFAULT_MODEL
+
+KindName = Literal[
+    "auto", "text", "chat", "instruction", "prompt_completion", "preference", "multimodal"
+]
+
+
+class SourceConfig(Config):
+    path: str = Field(
+        ..., description="A jsonl/json/csv/parquet file or a folder of .txt/.md files."
+    )
+    kind: KindName = Field("auto", description="Record kind; auto detects it from the first row.")
+    split: Literal["auto", "train", "val", "test"] = Field(
+        "auto", description="Put every row in this split; auto assigns by hash."
+    )
+    ratio: float | None = Field(
+        None,
+        gt=0,
+        description="Share of the train split drawn from this source (mixing); all sources or none.",
+    )
+
+
+class SplitConfig(Config):
+    val: float = Field(0.1, ge=0, lt=1, description="Fraction of rows for validation.")
+    test: float = Field(0.1, ge=0, lt=1, description="Fraction of rows for test.")
+    seed: int = Field(0, description="Seed of the hash that assigns splits.")
+    group_key: str | None = Field(
+        None, description="Row field whose equal values stay in one split."
+    )
+
+    @model_validator(mode="after")
+    def _fractions(self) -> SplitConfig:
+        if self.val + self.test >= 1:
+            raise ValueError(f"val + test = {self.val + self.test} leaves nothing for train")
+        return self
+
+
+class CleanConfig(Config):
+    normalise: bool = Field(
+        True, description="Unicode NFC, invisible characters removed, spaces folded."
+    )
+    dedup_exact: bool = Field(
+        True, description="Drop rows whose normalised content repeats an earlier row."
+    )
+    dedup_near: bool = Field(True, description="Drop near-duplicates (MinHash LSH).")
+    near_threshold: float = Field(
+        0.85, gt=0, le=1, description="Jaccard similarity above which rows are near-duplicates."
+    )
+    min_answer_chars: int = Field(
+        2, ge=0, description="Drop rows whose answer is shorter than this."
+    )
+    max_repetition: float = Field(
+        0.5, ge=0, le=1, description="Drop rows where more than this share of word 3-grams repeat."
+    )
+    min_tokens: int = Field(0, ge=0, description="Drop rows with fewer tokens than this.")
+    pii: Literal["keep", "mask", "drop"] = Field(
+        "mask",
+        description="Personal data (e-mail, phone, IBAN, card): keep and report, mask, or drop the row.",
+    )
+    too_long: Literal["drop", "keep"] = Field(
+        "drop", description="Rows longer than max_length: drop, or keep (training truncates them)."
+    )
+
+
+class LeakageConfig(Config):
+    eval_files: list[str] = Field(
+        default_factory=list,
+        description="Other evaluation files whose questions must not be in train.",
+    )
+    near_threshold: float = Field(
+        0.8, gt=0, le=1, description="Similarity of questions that counts as a leak."
+    )
+
+
+class DataConfig(Config):
+    sources: list[SourceConfig] = Field(..., min_length=1, description="Input files and folders.")
+    model: str | None = Field(
+        DEFAULT_MODEL,
+        description="Model whose tokenizer measures lengths; null skips token checks.",
+    )
+    max_length: int = Field(2048, gt=0, description="Longest row in tokens.")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    leakage: LeakageConfig = Field(default_factory=LeakageConfig)
+
+    @model_validator(mode="after")
+    def _ratios_all_or_none(self) -> DataConfig:
+        given = [s.ratio is not None for s in self.sources]
+        if any(given) and not all(given):
+            raise ValueError("give a ratio to every source or to none")
+        return self
+
+
+def load_data_config(path: str | Path, overrides: list[str] | None = None) -> DataConfig:
+    """Return the data config in `path`, with relative paths resolved against its folder."""
+    path = Path(path)
+    config = load_config(DataConfig, path, overrides)
+    base = path.parent
+    for source in config.sources:
+        source.path = str(_resolve(base, source.path))
+    config.leakage.eval_files = [str(_resolve(base, p)) for p in config.leakage.eval_files]
+    return config
+
+
+def _resolve(base: Path, value: str) -> Path:
+    candidate = Path(value).expanduser()
+    return candidate if candidate.is_absolute() else (base / candidate)

@@ -1,0 +1,416 @@
+"""`data prepare`: validate, clean, deduplicate, split, check leakage, mix, write, report.
+
+Every input row ends in exactly one place: a split file, or rejects.jsonl with its reason.
+The manifest says so in numbers (input = kept + rejected) and carries the sha256 of every input
+and output, so later stages can tell whether the data changed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from specialize.artifacts import atomic_write_text, sha256_file, sha256_text, write_manifest
+from specialize.data.config import DataConfig, SourceConfig
+from specialize.data.curate import (
+    NearDuplicateIndex,
+    dedup_key,
+    find_pii,
+    map_texts,
+    mask_pii,
+    normalise_text,
+    quality_problem,
+)
+from specialize.data.formats import RawRow
+from specialize.data.leakage import LeakIndex
+from specialize.data.mixing import mix_sources
+from specialize.data.records import full_text
+from specialize.data.splits import SPLITS, assign_split
+from specialize.data.validate import CheckedRow, LengthLimit, check_file
+from specialize.errors import DataError
+
+log = logging.getLogger(__name__)
+# Order in which duplicates are resolved: an evaluation copy wins over a training copy.
+_SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}
+
+
+@dataclass
+class Candidate:
+    """A valid, cleaned row on its way to a split."""
+
+    row: dict
+    where: str
+    source: str
+    split: str
+    tokens: int | None
+    key: str = ""
+
+
+@dataclass
+class Ledger:
+    """Every decision about a row: rejections with reasons, changes with reasons."""
+
+    rejects: list[dict] = field(default_factory=list)
+    changes: list[dict] = field(default_factory=list)
+    warnings: Counter = field(default_factory=Counter)
+
+    def reject(self, where: str, reason: str, detail: str, row: Any) -> None:
+        self.rejects.append({"where": where, "reason": reason, "detail": detail, "row": row})
+
+    def change(self, where: str, reason: str, detail: str) -> None:
+        self.changes.append({"where": where, "reason": reason, "detail": detail})
+
+
+@dataclass
+class DatasetManifest:
+    schema_version = 1
+    created: str
+    config: dict
+    tokenizer: str | None
+    inputs: list[dict]
+    outputs: dict[str, dict]
+    counts: dict
+    tokens: dict
+    leakage: dict
+    mixing: dict
+
+
+def prepare(config: DataConfig, out_dir: str | Path, *, progress: bool = True) -> DatasetManifest:
+    """Run the data stage and write the dataset directory; return its manifest."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = _tokenizer(config.model)
+    limit = LengthLimit(tokenizer, config.max_length) if tokenizer is not None else None
+    ledger = Ledger()
+    inputs, candidates = [], []
+    for source in config.sources:
+        rows, kind_counts = _read_source(source, config, limit, ledger, progress)
+        candidates.extend(rows)
+        inputs.append(_describe_input(source, kind_counts))
+    candidates = _deduplicate(candidates, config, ledger, progress)
+    candidates = _remove_leaks(candidates, config, ledger)
+    splits, mixing = _mix(candidates, config, ledger)
+    manifest = _write(out, config, tokenizer, inputs, splits, ledger, mixing)
+    from specialize.data.report import write_data_report
+
+    write_data_report(out, manifest, splits, ledger)
+    if not splits["train"]:
+        raise DataError(
+            "no training rows left after checks",
+            where=str(out),
+            fix="see rejects.jsonl and report.html",
+        )
+    return manifest
+
+
+# --- reading and cleaning -----------------------------------------------------------------
+
+
+def _read_source(
+    source: SourceConfig,
+    config: DataConfig,
+    limit: LengthLimit | None,
+    ledger: Ledger,
+    progress: bool,
+) -> tuple[list[Candidate], Counter]:
+    rows: list[Candidate] = []
+    kinds: Counter = Counter()
+    checked_rows = check_file(source.path, source.kind, limit)
+    for checked in tqdm(
+        checked_rows, desc=f"reading {Path(source.path).name}", unit=" rows", disable=not progress
+    ):
+        kinds[checked.kind or "unreadable"] += 1
+        candidate = _accept(checked, source, config, ledger)
+        if candidate is not None:
+            rows.append(candidate)
+    return rows, kinds
+
+
+def _accept(
+    checked: CheckedRow, source: SourceConfig, config: DataConfig, ledger: Ledger
+) -> Candidate | None:
+    where = checked.raw.where
+    if checked.errors:
+        detail = "; ".join(d.line() for d in checked.errors)
+        ledger.reject(where, checked.errors[0].category, detail, _original(checked.raw))
+        return None
+    for warning in checked.defects:
+        ledger.warnings[warning.category] += 1
+        if warning.category == "ignored_field":
+            ledger.change(where, "ignored_field", warning.line())
+    too_long = any(d.category == "too_long" for d in checked.defects)
+    if too_long and config.clean.too_long == "drop":
+        ledger.reject(
+            where,
+            "too_long",
+            f"{checked.tokens} tokens > max_length {config.max_length}",
+            checked.row,
+        )
+        return None
+    if checked.tokens is not None and checked.tokens < config.clean.min_tokens:
+        ledger.reject(
+            where,
+            "too_short",
+            f"{checked.tokens} tokens < min_tokens {config.clean.min_tokens}",
+            checked.row,
+        )
+        return None
+    row = _clean(checked.row, where, config, ledger)
+    if row is None:
+        return None
+    split = source.split if source.split != "auto" else _hash_split(row, config)
+    return Candidate(row, where, source.path, split, checked.tokens)
+
+
+def _clean(row: dict, where: str, config: DataConfig, ledger: Ledger) -> dict | None:
+    clean = config.clean
+    if clean.normalise:
+        normalised = map_texts(row, normalise_text)
+        if normalised != row:
+            ledger.change(where, "normalised", "unicode/whitespace normalised")
+            row = normalised
+    pii = find_pii(full_text(row))
+    if pii:
+        kinds = sorted({kind for kind, _ in pii})
+        if clean.pii == "drop":
+            ledger.reject(where, "personal_data", f"contains {', '.join(kinds)}", row)
+            return None
+        if clean.pii == "mask":
+            row = map_texts(row, mask_pii)
+            ledger.change(where, "pii_masked", f"masked {', '.join(kinds)}")
+        else:
+            ledger.change(where, "pii_kept", f"contains {', '.join(kinds)} (pii: keep)")
+    problem = quality_problem(
+        row, min_answer_chars=clean.min_answer_chars, max_repetition=clean.max_repetition
+    )
+    if problem:
+        ledger.reject(where, problem[0], problem[1], row)
+        return None
+    return row
+
+
+def _hash_split(row: dict, config: DataConfig) -> str:
+    group_key = config.split.group_key
+    if group_key is not None and row.get(group_key) is not None:
+        key = f"group:{row[group_key]}"
+    else:
+        key = dedup_key(full_text(row))
+    return assign_split(key, seed=config.split.seed, val=config.split.val, test=config.split.test)
+
+
+def _original(raw: RawRow) -> Any:
+    return raw.value if raw.problem is None else raw.raw_text
+
+
+# --- duplicates and leakage ---------------------------------------------------------------
+
+
+def _deduplicate(
+    candidates: list[Candidate], config: DataConfig, ledger: Ledger, progress: bool
+) -> list[Candidate]:
+    """Drop exact and near duplicates; a training copy of an evaluation row counts as a leak."""
+    clean = config.clean
+    ordered = sorted(candidates, key=lambda c: _SPLIT_PRIORITY[c.split])  # stable: file order kept
+    seen: dict[str, Candidate] = {}
+    near = NearDuplicateIndex(threshold=clean.near_threshold) if clean.dedup_near else None
+    by_where: dict[str, Candidate] = {}
+    kept = []
+    for candidate in tqdm(ordered, desc="deduplicating", unit=" rows", disable=not progress):
+        text = full_text(candidate.row)
+        candidate.key = dedup_key(text)
+        first = seen.get(candidate.key) if clean.dedup_exact else None
+        how = "exact"
+        signature = None
+        if first is None and near is not None:
+            signature = near.signature(text)
+            match = near.query(text, signature)
+            first = by_where.get(match) if match else None
+            how = "near"
+        if first is not None:
+            _reject_copy(candidate, first, how, ledger)
+            continue
+        seen.setdefault(candidate.key, candidate)
+        if near is not None:
+            near.add(candidate.where, text, signature)
+            by_where[candidate.where] = candidate
+        kept.append(candidate)
+    return kept
+
+
+def _reject_copy(candidate: Candidate, first: Candidate, how: str, ledger: Ledger) -> None:
+    crosses = candidate.split == "train" and first.split != "train"
+    reason = f"leak_{how}" if crosses else ("duplicate" if how == "exact" else "near_duplicate")
+    detail = f"{'same as' if how == 'exact' else 'near-duplicate of'} {first.where} ({first.split})"
+    ledger.reject(candidate.where, reason, detail, candidate.row)
+
+
+def _remove_leaks(
+    candidates: list[Candidate], config: DataConfig, ledger: Ledger
+) -> list[Candidate]:
+    """Drop train rows whose question matches a val/test row or a row of a named eval file."""
+    index = LeakIndex(config.leakage.near_threshold)
+    for candidate in candidates:
+        if candidate.split != "train":
+            index.add(candidate.row, f"{candidate.where} ({candidate.split})")
+    for path in config.leakage.eval_files:
+        for checked in check_file(path, "auto", None):
+            if checked.row is not None:
+                index.add(checked.row, f"{checked.raw.where} (eval file)")
+    kept = []
+    for candidate in candidates:
+        leak = index.match(candidate.row) if candidate.split == "train" else None
+        if leak is None:
+            kept.append(candidate)
+        else:
+            ledger.reject(
+                candidate.where, f"leak_{leak.how}", f"question matches {leak.where}", candidate.row
+            )
+    return kept
+
+
+# --- mixing and writing -------------------------------------------------------------------
+
+
+def _mix(
+    candidates: list[Candidate], config: DataConfig, ledger: Ledger
+) -> tuple[dict[str, list[Candidate]], dict]:
+    splits: dict[str, list[Candidate]] = {name: [] for name in SPLITS}
+    for candidate in candidates:
+        splits[candidate.split].append(candidate)
+    if not any(s.ratio for s in config.sources):
+        return splits, {}
+    by_source = {s.path: [c for c in splits["train"] if c.source == s.path] for s in config.sources}
+    ratios = {s.path: s.ratio for s in config.sources}
+    empty = [p for p, rows in by_source.items() if not rows]
+    if empty:
+        raise DataError(
+            f"mixing needs train rows from every source; none left from {', '.join(empty)}"
+        )
+    mixed, counts = mix_sources(by_source, ratios, seed=config.split.seed)
+    used = {id(c) for c in mixed}
+    for candidate in splits["train"]:
+        if id(candidate) not in used:
+            ledger.reject(
+                candidate.where,
+                "mixing_ratio",
+                "not drawn: its source is over its mixing ratio",
+                candidate.row,
+            )
+    splits["train"] = mixed
+    report = {
+        name: {"available": c.available, "drawn": c.drawn, "repeats": c.repeats}
+        for name, c in counts.items()
+    }
+    return splits, report
+
+
+def _write(
+    out: Path,
+    config: DataConfig,
+    tokenizer,
+    inputs: list[dict],
+    splits: dict[str, list[Candidate]],
+    ledger: Ledger,
+    mixing: dict,
+) -> DatasetManifest:
+    outputs = {}
+    for name, rows in splits.items():
+        lines = [json.dumps(_output_row(c), ensure_ascii=False) for c in rows]
+        path = atomic_write_text(out / f"{name}.jsonl", "".join(line + "\n" for line in lines))
+        outputs[name] = {"path": path.name, "rows": len(rows), "sha256": sha256_file(path)}
+    for name, records in (("rejects", ledger.rejects), ("changes", ledger.changes)):
+        text = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
+        path = atomic_write_text(out / f"{name}.jsonl", text)
+        outputs[name] = {"path": path.name, "rows": len(records), "sha256": sha256_file(path)}
+    manifest = DatasetManifest(
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        config=config.model_dump(mode="json"),
+        tokenizer=config.model,
+        inputs=inputs,
+        outputs=outputs,
+        counts=_counts(inputs, splits, ledger),
+        tokens=_token_stats(splits, config.max_length) if tokenizer is not None else {},
+        leakage={
+            "removed_from_train": {
+                how: sum(r["reason"] == f"leak_{how}" for r in ledger.rejects)
+                for how in ("exact", "near")
+            },
+            "eval_files": config.leakage.eval_files,
+        },
+        mixing=mixing,
+    )
+    write_manifest(out / "manifest.json", manifest)
+    return manifest
+
+
+def _output_row(candidate: Candidate) -> dict:
+    # `id` ties a row to its content; `origin` to the input line it came from.
+    return {**candidate.row, "id": candidate.key[:16], "origin": candidate.where}
+
+
+def _counts(inputs: list[dict], splits: dict[str, list[Candidate]], ledger: Ledger) -> dict:
+    total = sum(i["rows"] for i in inputs)
+    unique_kept = sum(len({id(c) for c in rows}) for rows in splits.values())
+    kept_unique_train = len({id(c) for c in splits["train"]})
+    repeats = len(splits["train"]) - kept_unique_train
+    counts = {
+        "input": total,
+        "kept": unique_kept,
+        "rejected": len(ledger.rejects),
+        "kept_by_split": {name: len(rows) for name, rows in splits.items()},
+        "repeated_by_mixing": repeats,
+        "rejected_by_reason": dict(Counter(r["reason"] for r in ledger.rejects).most_common()),
+        "changed_by_reason": dict(Counter(c["reason"] for c in ledger.changes).most_common()),
+        "warnings_by_category": dict(ledger.warnings.most_common()),
+    }
+    # The invariant the whole stage exists for; a failure here is a bug, not a user error.
+    if counts["input"] != counts["kept"] + counts["rejected"]:
+        raise AssertionError(f"row accounting is off: {counts}")
+    return counts
+
+
+def _token_stats(splits: dict[str, list[Candidate]], max_length: int) -> dict:
+    stats: dict[str, Any] = {}
+    for name, rows in splits.items():
+        lengths = [c.tokens for c in rows if c.tokens is not None]
+        stats[name] = {
+            "rows": len(lengths),
+            "total": sum(lengths),
+            "mean": round(sum(lengths) / len(lengths), 1) if lengths else 0,
+            "max": max(lengths, default=0),
+            "truncated_at_max_length": sum(1 for n in lengths if n > max_length),
+        }
+    train = [c.tokens for c in splits["train"] if c.tokens is not None]
+    stats["train_tokens_per_epoch"] = sum(min(n, max_length) for n in train)
+    return stats
+
+
+def _describe_input(source: SourceConfig, kinds: Counter) -> dict:
+    path = Path(source.path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        digest = sha256_text("".join(f"{p.relative_to(path)}:{sha256_file(p)}\n" for p in files))
+    else:
+        digest = sha256_file(path)
+    return {
+        "path": str(path),
+        "sha256": digest,
+        "rows": sum(kinds.values()),
+        "kinds": dict(kinds),
+        "split": source.split,
+    }
+
+
+def _tokenizer(model: str | None):
+    if model is None:
+        return None
+    from specialize.models.loading import load_tokenizer
+
+    return load_tokenizer(model)

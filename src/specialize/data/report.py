@@ -1,0 +1,125 @@
+"""The data report: counts per reason, token lengths, truncation, tokens per epoch, sample rejects."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from specialize.artifacts import atomic_write_text
+from specialize.track import html
+from specialize.track.plots import histogram_png
+
+if TYPE_CHECKING:
+    from specialize.data.prepare import Candidate, DatasetManifest, Ledger
+
+SAMPLES_PER_REASON = 3
+
+
+def write_data_report(
+    out: Path, manifest: DatasetManifest, splits: dict[str, list[Candidate]], ledger: Ledger
+) -> Path:
+    """Write report.html beside the dataset files and return its path."""
+    counts = manifest.counts
+    sections = [
+        html.section(
+            "Rows",
+            html.paragraph(
+                f"{counts['input']:,} input rows = {counts['kept']:,} kept + {counts['rejected']:,} rejected."
+            ),
+            html.table(["split", "rows"], counts["kept_by_split"].items()),
+            html.table(
+                ["input", "rows", "kinds", "sha256"],
+                [
+                    (
+                        i["path"],
+                        i["rows"],
+                        ", ".join(f"{k}: {v}" for k, v in i["kinds"].items()),
+                        i["sha256"][:16],
+                    )
+                    for i in manifest.inputs
+                ],
+            ),
+        ),
+        html.section(
+            "Rejected rows by reason",
+            html.table(["reason", "rows"], counts["rejected_by_reason"].items())
+            if counts["rejected_by_reason"]
+            else html.paragraph("No rows were rejected."),
+            html.table(["change", "rows"], counts["changed_by_reason"].items())
+            if counts["changed_by_reason"]
+            else "",
+        ),
+        _token_section(manifest, splits),
+        _leakage_section(manifest),
+        _samples_section(ledger),
+    ]
+    page = html.page(
+        "Data report",
+        *sections,
+        subtitle=f"created {manifest.created}; tokenizer {manifest.tokenizer}",
+    )
+    return atomic_write_text(out / "report.html", page)
+
+
+def _token_section(manifest: DatasetManifest, splits: dict[str, list[Candidate]]) -> str:
+    if not manifest.tokens:
+        return html.section(
+            "Token lengths",
+            html.paragraph("No tokenizer configured (model: null); lengths not measured."),
+        )
+    max_length = manifest.config["max_length"]
+    lengths = {
+        name: [c.tokens for c in rows if c.tokens is not None] for name, rows in splits.items()
+    }
+    png = histogram_png(lengths, title="Tokens per row", xlabel="tokens", limit=max_length)
+    rows = [
+        (name, s["rows"], s["mean"], s["max"], s["truncated_at_max_length"])
+        for name, s in manifest.tokens.items()
+        if isinstance(s, dict)
+    ]
+    return html.section(
+        "Token lengths",
+        html.image(png, "token length histogram"),
+        html.table(
+            ["split", "rows", "mean tokens", "max tokens", f"over max_length {max_length}"], rows
+        ),
+        html.paragraph(
+            f"Estimated training tokens per epoch: {manifest.tokens['train_tokens_per_epoch']:,}."
+        ),
+    )
+
+
+def _leakage_section(manifest: DatasetManifest) -> str:
+    removed = manifest.leakage["removed_from_train"]
+    text = (
+        "Train rows removed because they (or their question) also appear in val, test or an eval file: "
+        f"{removed['exact']} exact, {removed['near']} near."
+    )
+    files = manifest.leakage.get("eval_files") or []
+    return html.section(
+        "Leakage",
+        html.paragraph(text),
+        html.paragraph("Eval files checked: " + (", ".join(files) or "none")),
+    )
+
+
+def _samples_section(ledger: Ledger) -> str:
+    by_reason: dict[str, list[dict]] = defaultdict(list)
+    for record in ledger.rejects:
+        if len(by_reason[record["reason"]]) < SAMPLES_PER_REASON:
+            by_reason[record["reason"]].append(record)
+    if not by_reason:
+        return ""
+    parts = []
+    for reason, records in by_reason.items():
+        for record in records:
+            row = (
+                record["row"]
+                if isinstance(record["row"], str)
+                else json.dumps(record["row"], ensure_ascii=False)
+            )
+            parts.append(html.paragraph(f"{reason} - {record['where']}: {record['detail']}"))
+            parts.append(html.pre(row[:1500]))
+    return html.section("Sample rejected rows", *parts)

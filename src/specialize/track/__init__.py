@@ -1,0 +1,1 @@
+"""Tracking: run registry, metrics logging, reports and plots."""

@@ -1,0 +1,83 @@
+"""Plots as PNG bytes, drawn off-screen with matplotlib, for embedding in reports."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+
+def _figure(width: float = 7.0, height: float = 3.2):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(width, height), dpi=110)
+    ax.grid(alpha=0.3)
+    return plt, fig, ax
+
+
+def _png(plt, fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def histogram_png(
+    series: dict[str, Sequence[float]],
+    *,
+    title: str,
+    xlabel: str,
+    limit: float | None = None,
+    bins: int = 40,
+) -> bytes:
+    """Return a histogram of one or more series, with an optional vertical limit line."""
+    plt, fig, ax = _figure()
+    values = [v for s in series.values() for v in s]
+    edges = (
+        bins
+        if not values
+        else [min(values) + i * (max(values) - min(values) + 1) / bins for i in range(bins + 1)]
+    )
+    for name, data in series.items():
+        if data:
+            ax.hist(data, bins=edges, alpha=0.6, label=f"{name} (n={len(data)})")
+    if limit is not None:
+        ax.axvline(limit, color="#b42318", linestyle="--", label=f"limit {limit:g}")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("rows")
+    ax.legend()
+    return _png(plt, fig)
+
+
+def curves_png(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+) -> bytes:
+    """Return line plots of named (x, y) series on one axis."""
+    plt, fig, ax = _figure()
+    for name, (xs, ys) in series.items():
+        if xs:
+            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=name)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if series:
+        ax.legend()
+    return _png(plt, fig)
+
+
+def bars_png(labels: Sequence[str], values: Sequence[float], *, title: str, xlabel: str) -> bytes:
+    """Return a horizontal bar chart."""
+    plt, fig, ax = _figure(height=max(2.0, 0.35 * len(labels) + 1))
+    ax.barh(list(labels), list(values), color="#3b6fd8")
+    ax.invert_yaxis()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    return _png(plt, fig)
