@@ -71,3 +71,35 @@ def cli(capsys: pytest.CaptureFixture):
         return code, out, err
 
     return run
+
+
+SUPPORT_DATA = REPO / "examples" / "quickstart" / "support.jsonl"
+
+
+@pytest.fixture
+def tiny_recipe(tiny_model_dir: Path, tmp_path: Path):
+    """Return a function building a small recipe dict on the tiny model (override with nested dicts)."""
+
+    def build(**overrides) -> dict:
+        recipe = {
+            "model": str(tiny_model_dir),
+            "method": "sft",
+            "data": {"train": [str(SUPPORT_DATA)]},
+            "training": {
+                "epochs": 2,
+                "batch_size": 4,
+                "learning_rate": 5e-3,
+                "max_length": 256,
+                "seed": 7,
+            },
+            "eval": {"every_steps": 2, "patience": None},
+            "output": {"dir": str(tmp_path / "run")},
+        }
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(recipe.get(key), dict):
+                recipe[key] = {**recipe[key], **value}
+            else:
+                recipe[key] = value
+        return recipe
+
+    return build

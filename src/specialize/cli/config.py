@@ -13,6 +13,7 @@ from specialize.config import Config, field_help, load_config, read_text
 from specialize.data.config import DataConfig
 from specialize.errors import ConfigError
 from specialize.models.generation import GenerationSettings
+from specialize.train.config import RecipeConfig
 
 app = typer.Typer(help="Check config files and list their fields.", no_args_is_help=True)
 console = Console()
@@ -22,6 +23,7 @@ console = Console()
 CONFIG_KINDS: dict[str, tuple[type[Config], str]] = {
     "generation": (GenerationSettings, "max_new_tokens"),
     "data": (DataConfig, "sources"),
+    "recipe": (RecipeConfig, "method"),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 import typer
 
@@ -12,6 +13,7 @@ from specialize.cli import config as config_cli
 from specialize.cli import data as data_cli
 from specialize.cli import generate as generate_cli
 from specialize.cli import models as models_cli
+from specialize.cli import train as train_cli
 from specialize.errors import SpecializeError
 
 app = typer.Typer(
@@ -25,6 +27,7 @@ app.add_typer(models_cli.app, name="models")
 app.add_typer(config_cli.app, name="config")
 app.add_typer(data_cli.app, name="data")
 generate_cli.register(app)
+train_cli.register(app)
 
 _state = {"debug": False}
 
@@ -77,6 +80,9 @@ def _setup_logging(verbose: bool) -> None:
     )
     logging.getLogger("specialize").setLevel(logging.INFO)
     if not verbose:
+        # Library deprecation notices are for us, the maintainers, not for users of the CLI.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         import transformers
 

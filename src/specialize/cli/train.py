@@ -1,0 +1,44 @@
+"""`specialize train RECIPE.yaml [--set k=v]` and `specialize train --resume RUN_DIR`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from specialize.errors import ConfigError
+from specialize.train.config import load_recipe
+from specialize.train.run import resume, train
+
+console = Console(highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train_cmd(
+        recipe: Path | None = typer.Argument(None, help="Recipe YAML."),
+        set_: list[str] = typer.Option(
+            [], "--set", help="Override a recipe field: a.b=c (repeatable)."
+        ),
+        resume_dir: Path | None = typer.Option(
+            None, "--resume", help="Continue this run directory after an interruption."
+        ),
+        progress: bool = typer.Option(True, help="Show the progress bar."),
+    ) -> None:
+        """Train a model from a recipe (LoRA by default), or resume an interrupted run."""
+        if (recipe is None) == (resume_dir is None):
+            raise ConfigError(["give a recipe file, or --resume RUN_DIR (not both)"])
+        run = (
+            resume(resume_dir, progress=progress)
+            if resume_dir
+            else train(load_recipe(recipe, set_), progress=progress)
+        )
+        record = run.record()
+        outcome = record.get("outcome", {})
+        console.print(f"run: {run.path}")
+        console.print(f"{outcome.get('stop_reason', '')}")
+        chosen = outcome.get("chosen") or {}
+        if chosen.get("checkpoint"):
+            console.print(f"chosen: {chosen['checkpoint']} ({chosen['why']})")
+        console.print(f"result: {outcome.get('result_dir')}")

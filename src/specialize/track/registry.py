@@ -1,0 +1,108 @@
+"""The registry: one SQLite file under the home for runs (and later adapters and feedback).
+
+Schema changes are append-only migrations: a new function at the end of MIGRATIONS; the file's
+`user_version` says how many have run, so an old registry opens and upgrades.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from specialize.home import registry_path
+
+
+def _m001_runs(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            path TEXT NOT NULL,
+            method TEXT NOT NULL,
+            base_model TEXT NOT NULL,
+            base_hash TEXT,
+            data_hash TEXT,
+            config_json TEXT NOT NULL,
+            status TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            duration_s REAL,
+            summary_json TEXT NOT NULL DEFAULT '{}',
+            tags_json TEXT NOT NULL DEFAULT '[]'
+        )"""
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_runs]
+
+
+@contextlib.contextmanager
+def connect(path: Path | None = None) -> Iterator[sqlite3.Connection]:
+    """Yield a connection to the registry, migrated to the latest schema; commits on success."""
+    db = sqlite3.connect(path or registry_path(), timeout=30)
+    db.row_factory = sqlite3.Row
+    try:
+        db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        migrate(db)
+        yield db
+        db.commit()
+    finally:
+        db.close()
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Run the migrations this registry has not seen yet, each in its own transaction."""
+    done = db.execute("PRAGMA user_version").fetchone()[0]
+    for number, migration in enumerate(MIGRATIONS[done:], start=done + 1):
+        with db:
+            migration(db)
+            db.execute(f"PRAGMA user_version = {number}")
+
+
+def record_run(row: dict[str, Any]) -> None:
+    """Insert or replace a run's row."""
+    row = {
+        **row,
+        "config_json": json.dumps(row["config_json"])
+        if not isinstance(row["config_json"], str)
+        else row["config_json"],
+    }
+    columns = ", ".join(row)
+    marks = ", ".join(f":{k}" for k in row)
+    with connect() as db:
+        db.execute(f"INSERT OR REPLACE INTO runs ({columns}) VALUES ({marks})", row)
+
+
+def update_run(run_id: str, **fields: Any) -> None:
+    """Update some fields of a run; dicts and lists are stored as JSON."""
+    encoded = {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in fields.items()}
+    assignments = ", ".join(f"{k} = :{k}" for k in encoded)
+    with connect() as db:
+        db.execute(f"UPDATE runs SET {assignments} WHERE id = :_id", {**encoded, "_id": run_id})
+
+
+def get_run(run_id: str) -> dict[str, Any] | None:
+    """Return a run's row with JSON fields decoded, or None."""
+    with connect() as db:
+        found = db.execute(
+            "SELECT * FROM runs WHERE id = ? OR name = ? OR path = ?", (run_id, run_id, run_id)
+        ).fetchone()
+    return _decode(found) if found else None
+
+
+def list_runs() -> list[dict[str, Any]]:
+    """Return every run, newest first."""
+    with connect() as db:
+        rows = db.execute("SELECT * FROM runs ORDER BY started_at DESC").fetchall()
+    return [_decode(r) for r in rows]
+
+
+def _decode(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    for key in ("config_json", "summary_json", "tags_json"):
+        out[key.removesuffix("_json")] = json.loads(out.pop(key) or "null")
+    return out

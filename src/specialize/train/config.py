@@ -1,0 +1,172 @@
+"""The recipe config: what to train, on which data, how, and where the run goes.
+
+It is ours, small and documented; `to_trl_args` maps it once onto TRL's arguments, so users
+read our knobs rather than the hundreds of TrainingArguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from specialize.config import Config, load_config
+from specialize.models.catalog import DEFAULT_MODEL
+
+Method = Literal["sft", "cpt"]
+
+
+class ReplayConfig(Config):
+    source: str = Field(
+        ...,
+        description="General data mixed into every epoch: a data file or a prepared dataset dir.",
+    )
+    ratio: float = Field(
+        0.2, ge=0, lt=1, description="Share of each epoch's rows that come from the replay source."
+    )
+
+
+class DataSection(Config):
+    train: list[str] = Field(
+        ...,
+        min_length=1,
+        description="Prepared dataset dirs, data configs (.yaml) or raw data files.",
+    )
+    val: list[str] = Field(
+        default_factory=list,
+        description="Validation data; default: the val split of the train datasets.",
+    )
+    replay: ReplayConfig | None = Field(
+        None, description="Replay of general data against forgetting."
+    )
+
+
+class LoraSection(Config):
+    r: int = Field(16, ge=1, description="Rank of the LoRA update.")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear",
+        description="Modules to adapt; all-linear = every linear layer but the output head.",
+    )
+
+
+class AdaptationSection(Config):
+    kind: Literal["lora", "full", "freeze"] = Field(
+        "lora",
+        description="lora: small adapter, base untouched; full: every weight; freeze: full but the first N layers frozen.",
+    )
+    lora: LoraSection = Field(default_factory=LoraSection)
+    freeze_layers: int = Field(
+        0,
+        ge=0,
+        description="With kind: freeze, how many of the first transformer layers (and the embeddings) stay frozen.",
+    )
+
+
+class TrainingSection(Config):
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    scheduler: Literal["linear", "cosine", "constant"] = Field(
+        "cosine", description="Learning-rate schedule after warm-up."
+    )
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps for linear warm-up.")
+    epochs: float = Field(
+        3, gt=0, description="Passes over the training data (ignored when max_steps is set)."
+    )
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    batch_size: int = Field(8, ge=1, description="Examples per device per step.")
+    gradient_accumulation: int = Field(
+        1, ge=1, description="Steps of gradients summed per optimizer step."
+    )
+    max_length: int = Field(
+        1024, ge=8, description="Longest sequence in tokens; longer ones are truncated."
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    seed: int = Field(42, description="Seed for initialisation, shuffling and dropout.")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto: bf16 where the hardware runs it fast, else fp32."
+    )
+    padding_free: bool = Field(
+        True,
+        description="Pack each batch into one row without padding (documents still attend only to themselves).",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Trade compute for memory on long sequences."
+    )
+
+
+class EvalSection(Config):
+    every_steps: int = Field(50, ge=1, description="Validation loss every N steps.")
+    save_every_steps: int | None = Field(
+        None, ge=1, description="Checkpoint every N steps; default: every evaluation."
+    )
+    keep_checkpoints: int = Field(
+        3, ge=1, description="Most recent checkpoints kept (the best one is always kept)."
+    )
+    patience: int | None = Field(
+        3, ge=1, description="Stop after this many evaluations without improvement; null: never."
+    )
+    min_delta: float = Field(
+        0.0, ge=0, description="Smallest drop in validation loss that counts as improvement."
+    )
+    log_every_steps: int = Field(
+        1, ge=1, description="Training loss, lr, grad norm and tokens/s every N steps."
+    )
+
+
+class OutputSection(Config):
+    dir: str | None = Field(
+        None, description="Run directory; default: $SPECIALIZE_HOME/runs/<name>-<time>."
+    )
+    name: str | None = Field(None, description="Run name; default: <method>-<model>.")
+
+
+class RecipeConfig(Config):
+    model: str = Field(
+        DEFAULT_MODEL, description="Base model: catalog alias, local directory or .gguf file."
+    )
+    method: Method = Field(
+        ...,
+        description="sft: instruction tuning on chat data; cpt: continued pretraining on raw text.",
+    )
+    data: DataSection
+    adaptation: AdaptationSection = Field(default_factory=AdaptationSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+
+    @model_validator(mode="after")
+    def _save_on_eval_steps(self) -> RecipeConfig:
+        save = self.eval.save_every_steps
+        if save is not None and save % self.eval.every_steps:
+            # The best checkpoint can only be restored if every checkpoint has a validation loss.
+            raise ValueError(
+                f"eval.save_every_steps ({save}) must be a multiple of eval.every_steps ({self.eval.every_steps})"
+            )
+        return self
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
+    """Return the recipe in `path`; relative data paths resolve against the recipe's folder."""
+    path = Path(path)
+    recipe = load_config(RecipeConfig, path, overrides)
+    return resolve_paths(recipe, path.parent)
+
+
+def resolve_paths(recipe: RecipeConfig, base: Path) -> RecipeConfig:
+    """Return the recipe with relative data and model paths made absolute against `base`."""
+
+    def absolute(value: str) -> str:
+        candidate = Path(value).expanduser()
+        if candidate.is_absolute() or not (base / candidate).exists():
+            return value  # absolute, an alias, or missing (the data stage names it)
+        return str((base / candidate).resolve())
+
+    recipe.data.train = [absolute(p) for p in recipe.data.train]
+    recipe.data.val = [absolute(p) for p in recipe.data.val]
+    if recipe.data.replay:
+        recipe.data.replay.source = absolute(recipe.data.replay.source)
+    recipe.model = absolute(recipe.model)
+    return recipe

@@ -1,0 +1,212 @@
+"""Training data: resolve dataset references, mix replay into every epoch, tokenise with loss masks.
+
+A reference is a prepared dataset directory (it has manifest.json), a data config (.yaml), or a
+raw data file; the last two go through the data stage into the run directory first, so every
+run trains on checked data with a manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from specialize.artifacts import sha256_text
+from specialize.data.config import DataConfig, SourceConfig, SplitConfig, load_data_config
+from specialize.data.mixing import replay_mix
+from specialize.data.prepare import prepare
+from specialize.data.templates import mask_row
+from specialize.errors import DataError
+from specialize.track.rundir import RunDir
+
+log = logging.getLogger(__name__)
+IGNORE_INDEX = -100  # label value the loss skips
+
+
+@dataclass
+class PreparedData:
+    """A dataset directory the data stage wrote, and its manifest."""
+
+    path: Path
+    manifest: dict
+
+    def rows(self, split: str) -> list[dict]:
+        file = self.path / f"{split}.jsonl"
+        return [
+            json.loads(line)
+            for line in file.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+
+    @property
+    def fingerprint(self) -> str:
+        return sha256_text(
+            "".join(self.manifest["outputs"][s]["sha256"] for s in ("train", "val", "test"))
+        )
+
+
+def resolve_dataset(
+    ref: str, run: RunDir, model: str, *, val_fraction: float = 0.1
+) -> PreparedData:
+    """Return the prepared dataset for a reference, running the data stage when it is raw."""
+    path = Path(ref).expanduser()
+    if (path / "manifest.json").is_file():
+        return PreparedData(path, json.loads((path / "manifest.json").read_text()))
+    if not path.exists():
+        raise DataError(
+            "training data not found",
+            where=ref,
+            fix="give a prepared dataset dir, a data config or a data file",
+        )
+    if path.suffix in (".yaml", ".yml"):
+        config = load_data_config(path)
+    else:
+        # A bare file: check and clean it; hold out a validation split, no test split.
+        config = DataConfig(
+            sources=[SourceConfig(path=str(path))],
+            model=model,
+            split=SplitConfig(val=val_fraction, test=0.0),
+        )
+    out = run.path / "data" / path.stem
+    reusable = _prepared_from_same_inputs(out, config)
+    if reusable is not None:  # a resumed run, or another process of a distributed one
+        return reusable
+    log.info("preparing %s -> %s", ref, out)
+    manifest = prepare(config, out, progress=False)
+    return PreparedData(out, json.loads(json.dumps(manifest.__dict__, default=str)))
+
+
+def _prepared_from_same_inputs(out: Path, config: DataConfig) -> PreparedData | None:
+    """Return the dataset already prepared at `out` if its inputs are unchanged, else None."""
+    from specialize.artifacts import sha256_file
+
+    manifest_path = out / "manifest.json"
+    if not manifest_path.is_file():
+        return None
+    manifest = json.loads(manifest_path.read_text())
+    for recorded, source in zip(manifest["inputs"], config.sources, strict=False):
+        path = Path(source.path)
+        if path.is_file() and sha256_file(path) != recorded["sha256"]:
+            return None
+    return PreparedData(out, manifest)
+
+
+@dataclass
+class TrainingRows:
+    train: list[dict]  # every epoch's rows, concatenated (replay differs per epoch)
+    val: list[dict]
+    epochs: int
+    rows_per_epoch: int
+    datasets: list[PreparedData]
+
+
+def gather_rows(
+    train_refs: list[str],
+    val_refs: list[str],
+    replay: tuple[str, float] | None,
+    run: RunDir,
+    model: str,
+    *,
+    epochs: int,
+    seed: int,
+) -> TrainingRows:
+    """Return the training rows of every epoch and the validation rows.
+
+    Under a distributed launch the main process prepares the data first; the others reuse it.
+    """
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():
+        return _gather_rows(train_refs, val_refs, replay, run, model, epochs=epochs, seed=seed)
+
+
+def _gather_rows(
+    train_refs: list[str],
+    val_refs: list[str],
+    replay: tuple[str, float] | None,
+    run: RunDir,
+    model: str,
+    *,
+    epochs: int,
+    seed: int,
+) -> TrainingRows:
+    datasets = [resolve_dataset(ref, run, model) for ref in train_refs]
+    task = [row for ds in datasets for row in ds.rows("train")]
+    if val_refs:
+        val_sets = [resolve_dataset(ref, run, model) for ref in val_refs]
+        datasets += val_sets
+        val = [row for ds in val_sets for row in ds.rows("val") + ds.rows("train")]
+    else:
+        val = [row for ds in datasets for row in ds.rows("val")]
+    if not task:
+        raise DataError("no training rows", fix="check data.train")
+    replay_rows: list[dict] = []
+    ratio = 0.0
+    if replay is not None:
+        replay_set = resolve_dataset(replay[0], run, model)
+        datasets.append(replay_set)
+        replay_rows, ratio = replay_set.rows("train"), replay[1]
+    per_epoch = [replay_mix(task, replay_rows, ratio, seed=seed + epoch) for epoch in range(epochs)]
+    rows = [row for epoch_rows in per_epoch for row in epoch_rows]
+    return TrainingRows(rows, val, epochs, len(per_epoch[0]), datasets)
+
+
+def tokenize_for_sft(tokenizer, rows: list[dict], max_length: int) -> list[dict]:
+    """Return {input_ids, labels} per row, cut to max_length; labels are -100 outside trained tokens.
+
+    A row left with no trained token after the cut teaches nothing and is dropped (counted in the log).
+    """
+    out, cut, empty = [], 0, 0
+    for row in rows:
+        masked = mask_row(tokenizer, row)
+        labels = [
+            t if m else IGNORE_INDEX for t, m in zip(masked.input_ids, masked.mask, strict=True)
+        ]
+        cut += len(labels) > max_length
+        ids, labels = masked.input_ids[:max_length], labels[:max_length]
+        if all(label == IGNORE_INDEX for label in labels):
+            empty += 1
+            continue
+        out.append({"input_ids": ids, "labels": labels})
+    _report_truncation(len(rows), cut, empty, max_length)
+    return out
+
+
+def tokenize_for_cpt(tokenizer, rows: list[dict]) -> list[dict]:
+    """Return {input_ids, labels} per row with every token trained (raw text, or a whole rendered chat).
+
+    Not cut: packing splits long documents across sequences instead of dropping their tail.
+    """
+    out = []
+    for row in rows:
+        ids = mask_row(tokenizer, row).input_ids
+        out.append({"input_ids": ids, "labels": list(ids)})
+    return out
+
+
+def _report_truncation(rows: int, cut: int, empty: int, max_length: int) -> None:
+    if cut:
+        log.warning(
+            "%d of %d rows are longer than max_length %d and were cut", cut, rows, max_length
+        )
+    if empty:
+        log.warning(
+            "%d rows had no trained token left after the cut and were left out; raise max_length to keep them",
+            empty,
+        )
+
+
+def pack_rows(rows: list[dict], max_length: int) -> list[dict]:
+    """Return rows packed best-fit into sequences of at most `max_length` (TRL's packer, long ones split).
+
+    Each packed row keeps `seq_lengths`, from which the collator rebuilds per-document positions,
+    so documents sharing a row do not attend to each other.
+    """
+    from datasets import Dataset
+    from trl import pack_dataset
+
+    if not rows:
+        return []
+    packed = pack_dataset(Dataset.from_list(rows), max_length, strategy="bfd_split")
+    return packed.to_list()

@@ -1,0 +1,187 @@
+"""Build and run a TRL trainer from a recipe: the one place our config maps onto TRL's arguments."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from datasets import Dataset
+from transformers import EarlyStoppingCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from specialize.track.rundir import RunDir
+from specialize.train.callbacks import CheckpointGuard, MetricsLog, ProgressBar
+from specialize.train.config import RecipeConfig
+from specialize.train.precision import Precision
+
+
+@dataclass
+class Plan:
+    """Numbers the trainer needs that follow from the data: steps, warm-up, epochs."""
+
+    rows: int
+    epochs: int
+    total_steps: int
+    warmup_steps: int
+    has_validation: bool
+
+
+def plan_steps(recipe: RecipeConfig, train_rows: int, val_rows: int, epochs: int) -> Plan:
+    t = recipe.training
+    per_step = t.batch_size * t.gradient_accumulation
+    if t.max_steps is not None:
+        total = t.max_steps
+    else:
+        # Rows hold ceil(epochs) passes; a fractional epoch count stops part-way through the last.
+        total = max(1, math.ceil(train_rows * (t.epochs / epochs) / per_step))
+    return Plan(train_rows, epochs, total, math.ceil(t.warmup_ratio * total), val_rows > 0)
+
+
+def to_trl_args(recipe: RecipeConfig, run: RunDir, precision: Precision, plan: Plan):
+    """Return TRL's SFTConfig for this recipe."""
+    from trl import SFTConfig
+
+    t, e = recipe.training, recipe.eval
+    save_every = e.save_every_steps or e.every_steps
+    return SFTConfig(
+        output_dir=str(run.checkpoints),
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.scheduler if t.scheduler != "constant" else "constant_with_warmup",
+        warmup_steps=plan.warmup_steps,
+        num_train_epochs=1,  # the rows already hold every epoch (replay is re-drawn per epoch)
+        max_steps=plan.total_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation,
+        max_length=None,  # rows arrive cut (sft) or packed (cpt) to training.max_length
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=precision.bf16,
+        fp16=False,
+        gradient_checkpointing=t.gradient_checkpointing,
+        eval_strategy="steps" if plan.has_validation else "no",
+        eval_steps=e.every_steps,
+        save_strategy="steps",
+        save_steps=save_every,
+        save_total_limit=e.keep_checkpoints,
+        load_best_model_at_end=plan.has_validation,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=e.log_every_steps,
+        logging_nan_inf_filter=False,  # a NaN must reach the guard, not be averaged away
+        include_num_input_tokens_seen="non_padding",
+        padding_free=t.padding_free,
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=_cuda(),
+    )
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@dataclass
+class TrainerBundle:
+    trainer: object
+    guard: CheckpointGuard
+    early_stopping: EarlyStoppingCallback | None
+
+
+def build_sft_trainer(
+    model,
+    tokenizer,
+    recipe: RecipeConfig,
+    run: RunDir,
+    precision: Precision,
+    plan: Plan,
+    train: list[dict],
+    val: list[dict],
+    *,
+    progress: bool,
+) -> TrainerBundle:
+    """Return a TRL SFTTrainer over pre-tokenised rows, with our callbacks in place of the printers."""
+    from trl import SFTTrainer
+
+    guard = CheckpointGuard()
+    callbacks = [MetricsLog(run, plan.epochs), ProgressBar(progress), guard]
+    early = None
+    if plan.has_validation and recipe.eval.patience is not None:
+        early = EarlyStoppingCallback(recipe.eval.patience, recipe.eval.min_delta)
+        callbacks.append(early)
+    trainer = SFTTrainer(
+        model=model,
+        args=to_trl_args(recipe, run, precision, plan),
+        train_dataset=Dataset.from_list(train),
+        eval_dataset=Dataset.from_list(val) if val else None,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    for noisy in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(noisy)
+    return TrainerBundle(trainer, guard, early)
+
+
+@dataclass
+class Outcome:
+    """What a recipe's training produced."""
+
+    steps: int
+    stop_reason: str
+    chosen: dict
+    train_loss: float | None
+    best_val_loss: float | None
+    runtime_s: float
+    nonfinite: bool
+    result_dir: str
+
+
+def fit(
+    bundle: TrainerBundle,
+    run: RunDir,
+    plan: Plan,
+    tokenizer,
+    *,
+    resume_from: str | None,
+    full: bool,
+) -> Outcome:
+    """Train (or resume), restore the best checkpoint, save the adapter or model with its tokenizer."""
+    from specialize.train.callbacks import chosen_checkpoint, stop_reason
+
+    trainer = bundle.trainer
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    state = trainer.state
+    out = run.model if full else run.adapter
+    if state.is_world_process_zero:
+        trainer.save_model(str(out))
+        tokenizer.save_pretrained(str(out))  # the chat template travels with the result
+    _drop_unmarked_checkpoints(run)
+    losses = [h["loss"] for h in state.log_history if "loss" in h]
+    return Outcome(
+        steps=state.global_step,
+        stop_reason=stop_reason(
+            state, bundle.guard, bundle.early_stopping, max_steps=plan.total_steps
+        ),
+        chosen=chosen_checkpoint(state),
+        train_loss=losses[-1] if losses else None,
+        best_val_loss=state.best_metric,
+        runtime_s=result.metrics.get("train_runtime", 0.0),
+        nonfinite=bundle.guard.nonfinite_step is not None,
+        result_dir=str(out),
+    )
+
+
+def _drop_unmarked_checkpoints(run: RunDir) -> None:
+    """Delete checkpoints that are incomplete or hold non-finite weights; good ones stay."""
+    import shutil
+
+    from specialize.train.callbacks import is_complete_checkpoint
+
+    for path in run.checkpoints.glob("checkpoint-*"):
+        if path.is_dir() and not is_complete_checkpoint(path):
+            shutil.rmtree(path, ignore_errors=True)
