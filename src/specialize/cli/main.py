@@ -11,6 +11,7 @@ import typer
 
 from specialize.cli import config as config_cli
 from specialize.cli import data as data_cli
+from specialize.cli import eval as eval_cli
 from specialize.cli import generate as generate_cli
 from specialize.cli import models as models_cli
 from specialize.cli import train as train_cli
@@ -28,6 +29,7 @@ app.add_typer(config_cli.app, name="config")
 app.add_typer(data_cli.app, name="data")
 generate_cli.register(app)
 train_cli.register(app)
+eval_cli.register(app)
 
 _state = {"debug": False}
 

@@ -116,6 +116,28 @@ class EvalSection(Config):
     )
 
 
+class RetentionSection(Config):
+    suite: Literal["core", "standard", "all", "none"] = Field(
+        "core", description="Retention suite measured after training (base side cached)."
+    )
+    budget_points: float | None = Field(
+        None,
+        gt=0,
+        description="Most points of the core probe the run may lose; past it training stops.",
+    )
+    max_drift: float | None = Field(
+        None,
+        gt=0,
+        description="Most mean KL from the base on general prompts; past it training stops.",
+    )
+    probe_items: int = Field(
+        60,
+        ge=10,
+        le=310,
+        description="Core questions in the probe run at every checkpoint when a budget is set.",
+    )
+
+
 class OutputSection(Config):
     dir: str | None = Field(
         None, description="Run directory; default: $SPECIALIZE_HOME/runs/<name>-<time>."
@@ -135,6 +157,7 @@ class RecipeConfig(Config):
     adaptation: AdaptationSection = Field(default_factory=AdaptationSection)
     training: TrainingSection = Field(default_factory=TrainingSection)
     eval: EvalSection = Field(default_factory=EvalSection)
+    retention: RetentionSection = Field(default_factory=RetentionSection)
     output: OutputSection = Field(default_factory=OutputSection)
 
     @model_validator(mode="after")

@@ -95,8 +95,11 @@ def _execute(recipe: RecipeConfig, run: RunDir, *, resume_from: str | None, prog
             )
         raise
     status = "failed" if outcome.nonfinite else "finished"
+    summary = dict(outcome.__dict__)
+    if _is_main() and not outcome.nonfinite and recipe.retention.suite != "none":
+        summary["retention"] = measure_retention_after(recipe, run, progress=progress)
     if _is_main():
-        _record_end(run, status, outcome.__dict__, time.monotonic() - started)
+        _record_end(run, status, summary, time.monotonic() - started)
     if outcome.nonfinite:
         kept = [p.name for p in complete_checkpoints(run.checkpoints)]
         raise TrainingError(
@@ -105,6 +108,35 @@ def _execute(recipe: RecipeConfig, run: RunDir, *, resume_from: str | None, prog
             where=str(run.path),
             fix="lower training.learning_rate (and check the data for extreme rows)",
         )
+
+
+def measure_retention_after(recipe: RecipeConfig, run: RunDir, *, progress: bool) -> dict:
+    """Measure general ability of the trained result against the base (base side cached).
+
+    Writes retention.json into the run directory and returns the headline for run.json.
+    """
+    from specialize.evaluate.evaluation import load_for_eval, retention_eval
+
+    loaded = load_for_eval(recipe.model, run.path)
+    report = retention_eval(
+        loaded, recipe.retention.suite, progress, budget_points=recipe.retention.budget_points
+    )
+    atomic_write_json(run.path / "retention.json", report)
+    headline = {
+        name: {
+            k: row[k] for k in ("metric", "delta_points", "delta_ci95_points", "p_value", "verdict")
+        }
+        | {"base": row["base"]["mean"], "tuned": row["tuned"]["mean"]}
+        for name, row in report["comparison"].items()
+    }
+    log.info("retention: %s", report["verdict"])
+    return {
+        "suite": recipe.retention.suite,
+        "verdict": report["verdict"],
+        "tasks": headline,
+        "drift_kl": report["drift"]["kl"]["mean"],
+        "general_perplexity": report["general_perplexity"],
+    }
 
 
 def _record_start(

@@ -37,6 +37,11 @@ def plan_steps(recipe: RecipeConfig, train_rows: int, val_rows: int, epochs: int
     return Plan(train_rows, epochs, total, math.ceil(t.warmup_ratio * total), val_rows > 0)
 
 
+def probing(recipe: RecipeConfig) -> bool:
+    """Return whether the recipe asks for the retention probe (a budget is set)."""
+    return recipe.retention.budget_points is not None or recipe.retention.max_drift is not None
+
+
 def to_trl_args(recipe: RecipeConfig, run: RunDir, precision: Precision, plan: Plan):
     """Return TRL's SFTConfig for this recipe."""
     from trl import SFTConfig
@@ -60,13 +65,15 @@ def to_trl_args(recipe: RecipeConfig, run: RunDir, precision: Precision, plan: P
         data_seed=t.seed,
         bf16=precision.bf16,
         fp16=False,
+        use_cpu=not _cuda(),  # transformers refuses bf16 on a CPU unless told the CPU is meant
         gradient_checkpointing=t.gradient_checkpointing,
         eval_strategy="steps" if plan.has_validation else "no",
         eval_steps=e.every_steps,
         save_strategy="steps",
         save_steps=save_every,
         save_total_limit=e.keep_checkpoints,
-        load_best_model_at_end=plan.has_validation,
+        # With a retention budget we choose the checkpoint ourselves (best within budget).
+        load_best_model_at_end=plan.has_validation and not probing(recipe),
         metric_for_best_model="eval_loss",
         greater_is_better=False,
         logging_steps=e.log_every_steps,
@@ -91,6 +98,7 @@ class TrainerBundle:
     trainer: object
     guard: CheckpointGuard
     early_stopping: EarlyStoppingCallback | None
+    probe: object | None = None
 
 
 def build_sft_trainer(
@@ -110,10 +118,15 @@ def build_sft_trainer(
 
     guard = CheckpointGuard()
     callbacks = [MetricsLog(run, plan.epochs), ProgressBar(progress), guard]
-    early = None
+    early = probe = None
     if plan.has_validation and recipe.eval.patience is not None:
         early = EarlyStoppingCallback(recipe.eval.patience, recipe.eval.min_delta)
         callbacks.append(early)
+    if probing(recipe):
+        from specialize.train.retention import RetentionProbe
+
+        probe = RetentionProbe(run, tokenizer, recipe.retention)
+        callbacks.append(probe)
     trainer = SFTTrainer(
         model=model,
         args=to_trl_args(recipe, run, precision, plan),
@@ -124,7 +137,7 @@ def build_sft_trainer(
     )
     for noisy in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(noisy)
-    return TrainerBundle(trainer, guard, early)
+    return TrainerBundle(trainer, guard, early, probe)
 
 
 @dataclass
@@ -156,6 +169,15 @@ def fit(
     trainer = bundle.trainer
     result = trainer.train(resume_from_checkpoint=resume_from)
     state = trainer.state
+    chosen = chosen_checkpoint(state)
+    if bundle.probe is not None:
+        from specialize.train.retention import choose_within_budget
+
+        chosen = choose_within_budget(run, state.log_history)
+        if chosen["checkpoint"]:
+            trainer._load_from_checkpoint(
+                chosen["path"]
+            )  # transformers' own loader (adapter or full)
     out = run.model if full else run.adapter
     if state.is_world_process_zero:
         trainer.save_model(str(out))

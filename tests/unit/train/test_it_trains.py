@@ -76,7 +76,21 @@ def test_cpt_trains_on_packed_raw_text(tiny_recipe, tmp_path):
     docs.mkdir()
     import random
 
-    words = ["fee", "card", "loan", "account", "branch", "transfer", "interest", "limit", "saving", "mortgage", "deposit", "rate", "app"]
+    words = [
+        "fee",
+        "card",
+        "loan",
+        "account",
+        "branch",
+        "transfer",
+        "interest",
+        "limit",
+        "saving",
+        "mortgage",
+        "deposit",
+        "rate",
+        "app",
+    ]
     rng = random.Random(0)
     for i in range(12):
         body = ". ".join(" ".join(rng.choices(words, k=9)) for _ in range(12))

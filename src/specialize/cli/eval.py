@@ -1,0 +1,113 @@
+"""`specialize eval`: task metrics with confidence intervals, and the retention suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from specialize.errors import ConfigError
+from specialize.evaluate.evaluation import run_eval
+from specialize.evaluate.metrics import GENERATIVE_METRICS, LIKELIHOOD_METRICS
+from specialize.models.catalog import DEFAULT_MODEL
+
+console = Console(highlight=False, soft_wrap=True)
+METRIC_NAMES = [*GENERATIVE_METRICS, *LIKELIHOOD_METRICS]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_cmd(
+        model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model reference."),
+        adapter: Path | None = typer.Option(
+            None, help="PEFT adapter dir, or a run dir (adapter/ or model/)."
+        ),
+        data: Path | None = typer.Option(
+            None, help="Eval file: messages, question+answer(s), or question+choices+answer."
+        ),
+        metrics: str | None = typer.Option(
+            None, help=f"Comma-separated: {', '.join(METRIC_NAMES)}."
+        ),
+        suite: str | None = typer.Option(None, help="Retention suite: core, standard or all."),
+        system: str | None = typer.Option(None, help="System message for generated answers."),
+        train_data: list[Path] = typer.Option(
+            [], help="Training files to check the eval file against (contamination)."
+        ),
+        out: Path = typer.Option(Path("eval.json"), help="Where to write eval.json."),
+        progress: bool = typer.Option(True, help="Show progress bars."),
+    ) -> None:
+        """Score a model on an eval file and/or the retention suite; every item goes to eval.json."""
+        if data is None and suite is None:
+            raise ConfigError(["give --data FILE, --suite core|standard|all, or both"])
+        if suite is not None and suite not in ("core", "standard", "all"):
+            raise ConfigError([f"--suite {suite!r}: expected core, standard or all"])
+        chosen = [m.strip() for m in metrics.split(",")] if metrics else None
+        report = run_eval(
+            model,
+            adapter=adapter,
+            data=data,
+            metrics=chosen,
+            suite=suite,
+            system=system,
+            train_data=train_data,
+            out=out,
+            progress=progress,
+        )
+        _print(report)
+        console.print(f"eval.json: {out}")
+
+
+def _print(report: dict) -> None:
+    task = report.get("task")
+    if task:
+        table = Table("metric", "mean", "95% CI", "n", title=f"Task: {task['data']['path']}")
+        for name, s in task["summary"].items():
+            table.add_row(
+                name, f"{s['mean']:.4f}", f"[{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]", str(s["n"])
+            )
+        console.print(table)
+        overlap = task["contamination"].get("overlapping_items")
+        if overlap:
+            console.print(
+                f"[yellow]contamination: {overlap} eval item(s) also appear in the training data[/yellow]"
+            )
+    retention = report.get("retention")
+    if retention:
+        table = Table(
+            "task",
+            "base",
+            "tuned",
+            "delta (points)",
+            "verdict",
+            title=f"Retention ({retention['suite']})",
+        )
+        for name, summary in retention["base"]["tasks"].items():
+            metric = next(
+                iter(
+                    k
+                    for k in ("contains", "mc_acc_norm", "normalised", "mc_acc")
+                    if k in summary["summary"]
+                )
+            )
+            base = summary["summary"][metric]
+            row = retention.get("comparison", {}).get(name)
+            tuned = f"{row['tuned']['mean']:.3f}" if row else ""
+            delta = (
+                f"{row['delta_points']:+.1f} [{row['delta_ci95_points'][0]:+.1f}, {row['delta_ci95_points'][1]:+.1f}]"
+                if row
+                else ""
+            )
+            table.add_row(
+                f"{name} ({metric})",
+                f"{base['mean']:.3f} [{base['ci95'][0]:.3f}, {base['ci95'][1]:.3f}]",
+                tuned,
+                delta,
+                row["verdict"] if row else "",
+            )
+        console.print(table)
+        if "verdict" in retention:
+            console.print(
+                f"verdict: {retention['verdict']}; drift KL {retention['drift']['kl']['mean']:.4f}"
+            )

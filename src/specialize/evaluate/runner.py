@@ -1,0 +1,193 @@
+"""Model-side evaluation: batched generation, log-likelihoods, perplexity, and drift from the base.
+
+All of it runs under inference_mode, batched, with progress bars; generation uses the KV cache
+(transformers' generate) with left padding so every row of a batch continues its own prompt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from tqdm import tqdm
+
+from specialize.models.generation import GenerationSettings, render_prompt_ids
+
+
+def generate_batch(
+    model,
+    tokenizer,
+    prompts: Sequence[list[dict] | str],
+    settings: GenerationSettings,
+    *,
+    batch_size: int = 16,
+    progress: str | None = None,
+) -> list[str]:
+    """Return one reply per prompt, in order, greedy unless settings say otherwise.
+
+    A prompt is a message list (rendered by the chat template) or raw text (completion style).
+    """
+    encoded = [prompt_ids(tokenizer, p) for p in prompts]
+    order = sorted(
+        range(len(encoded)), key=lambda i: len(encoded[i])
+    )  # similar lengths batch together
+    replies: list[str] = [""] * len(encoded)
+    pad = tokenizer.pad_token_id
+    for chunk in _chunks(order, batch_size, progress):
+        longest = max(len(encoded[i]) for i in chunk)
+        ids = torch.full((len(chunk), longest), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), longest), dtype=torch.long)
+        for row, index in enumerate(chunk):
+            tokens = encoded[index]
+            ids[row, longest - len(tokens) :] = torch.tensor(tokens)
+            mask[row, longest - len(tokens) :] = 1
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                use_cache=True,
+                **settings.to_generate_kwargs(tokenizer),
+            )
+        for row, index in enumerate(chunk):
+            replies[index] = tokenizer.decode(out[row, longest:], skip_special_tokens=True).strip()
+    return replies
+
+
+def prompt_ids(tokenizer, prompt: list[dict] | str) -> list[int]:
+    """Return the token ids of a chat prompt (with the generation header) or of raw text."""
+    if isinstance(prompt, str):
+        return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return render_prompt_ids(tokenizer, prompt)
+
+
+def continuation_logprobs(
+    model,
+    tokenizer,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    batch_size: int = 16,
+    progress: str | None = None,
+) -> list[float]:
+    """Return log p(continuation | context) summed over the continuation's tokens, per pair.
+
+    Tokenised as lm-evaluation-harness does: context and context+continuation are encoded and the
+    continuation is the difference, so a leading space belongs to the continuation.
+    """
+    items = []
+    for context, continuation in pairs:
+        whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
+        start = len(tokenizer(context, add_special_tokens=False)["input_ids"])
+        start = min(start, len(whole) - 1)
+        items.append((whole, max(start, 1)))
+    return _score(model, items, tokenizer.pad_token_id, batch_size, progress)
+
+
+def text_nll(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    max_length: int = 1024,
+    batch_size: int = 8,
+    progress: str | None = None,
+) -> list[tuple[float, int]]:
+    """Return (negative log-likelihood summed, predicted tokens) per text, for perplexity."""
+    items = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"][:max_length]
+        bos = (
+            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        )
+        items.append(([bos, *ids], 1))
+    scores = _score(model, items, tokenizer.pad_token_id, batch_size, progress)
+    return [(-s, len(tokens) - 1) for s, (tokens, _) in zip(scores, items, strict=True)]
+
+
+def perplexity(nll_counts: Sequence[tuple[float, int]]) -> float:
+    """Return corpus perplexity: exp(total NLL / total tokens)."""
+    total = sum(n for n, _ in nll_counts)
+    count = sum(c for _, c in nll_counts)
+    return math.exp(total / count) if count else float("nan")
+
+
+def drift_kl(
+    model,
+    tokenizer,
+    prompts: Sequence[list[dict]],
+    *,
+    base_model=None,
+    batch_size: int = 8,
+    progress: str | None = None,
+) -> list[float]:
+    """Return, per prompt, the mean KL(base || model) of next-token distributions over its tokens.
+
+    The base is `base_model` when given (after full fine-tuning), else `model` with its adapter
+    disabled, so a LoRA run needs no second copy of the weights.
+    """
+    if base_model is None and not hasattr(model, "disable_adapter"):
+        raise ValueError("drift needs a base model, or a PEFT model whose adapter can be disabled")
+    encoded = [render_prompt_ids(tokenizer, p) for p in prompts]
+    result = []
+    for chunk in _chunks(list(range(len(encoded))), batch_size, progress):
+        ids, mask = _pad([encoded[i] for i in chunk], tokenizer.pad_token_id)
+        tuned = _log_softmax(model, ids, mask)
+        if base_model is not None:
+            base = _log_softmax(base_model, ids, mask)
+        else:
+            with model.disable_adapter():
+                base = _log_softmax(model, ids, mask)
+        kl = (base.exp() * (base - tuned)).sum(-1)  # [batch, positions]
+        weights = mask.to(kl.device).float()
+        result.extend(((kl * weights).sum(1) / weights.sum(1)).tolist())
+    return result
+
+
+def _log_softmax(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def _score(
+    model, items: list[tuple[list[int], int]], pad: int, batch_size: int, progress: str | None
+) -> list[float]:
+    """Return summed log-probabilities of tokens[start:] given the tokens before, per item."""
+    order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
+    scores = [0.0] * len(items)
+    for chunk in _chunks(order, batch_size, progress):
+        ids, mask = _pad([items[i][0] for i in chunk], pad, left=False)
+        with torch.inference_mode():
+            logits = model(
+                input_ids=ids.to(model.device), attention_mask=mask.to(model.device)
+            ).logits.float()
+        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
+        targets = ids[:, 1:].to(logprobs.device)
+        picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        for row, index in enumerate(chunk):
+            tokens, start = items[index]
+            scores[index] = picked[row, start - 1 : len(tokens) - 1].sum().item()
+    return scores
+
+
+def _pad(rows: list[list[int]], pad: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    longest = max(len(r) for r in rows)
+    ids = torch.full((len(rows), longest), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(longest - len(row), longest) if left else slice(0, len(row))
+        ids[i, span] = torch.tensor(row)
+        mask[i, span] = 1
+    return ids, mask
+
+
+def _chunks(order: list[int], size: int, progress: str | None) -> Iterator[list[int]]:
+    bar = tqdm(total=len(order), desc=progress, unit="item", disable=progress is None, leave=False)
+    with contextlib.closing(bar):
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            yield chunk
+            bar.update(len(chunk))

@@ -1,0 +1,107 @@
+"""Eval items, scoring through the tiny model, and the checkpoint choice within a retention budget."""
+
+import json
+
+import pytest
+
+from specialize.errors import DataError
+from specialize.evaluate.tasks import evaluate_items, load_eval_items
+from specialize.models.loading import load_model
+
+
+def write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_item_formats(tmp_path):
+    path = write(
+        tmp_path / "e.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "Capital of France?"},
+                    {"role": "assistant", "content": "Paris"},
+                ],
+                "aliases": ["paris"],
+            },
+            {"question": "2+2?", "answer": "4", "aliases": ["four"]},
+            {"question": "Sky colour?", "choices": ["red", "blue"], "answer": "B"},
+            {"question": "Grass colour?", "choices": ["green", "pink"], "answer": "green"},
+        ],
+    )
+    chat, qa, mc_letter, mc_text = load_eval_items(path, system="Be brief.")
+    assert chat.answers == ["Paris", "paris"] and chat.prompt[0]["role"] == "system"
+    assert qa.answers == ["4", "four"] and qa.prompt[-1]["content"] == "2+2?"
+    assert mc_letter.gold == 1 and mc_letter.choices == [" red", " blue"] and mc_text.gold == 0
+
+
+def test_bad_rows_are_all_reported(tmp_path):
+    path = write(
+        tmp_path / "e.jsonl",
+        [{"question": "no answer"}, {"messages": [{"role": "user", "content": "x"}]}],
+    )
+    with pytest.raises(DataError) as info:
+        load_eval_items(path)
+    assert (
+        "2 unusable" in info.value.one_line()
+        and ":1:" in info.value.one_line()
+        and ":2:" in info.value.one_line()
+    )
+
+
+def test_scoring_on_the_tiny_model(tmp_path, tiny_model_dir):
+    model, tokenizer = load_model(str(tiny_model_dir))
+    items = load_eval_items(
+        write(
+            tmp_path / "e.jsonl",
+            [
+                {"question": "Capital of France?", "answer": "Paris"},
+                {"question": "2+2?", "answer": "4"},
+                {"question": "Sky?", "choices": ["red", "blue", "green"], "answer": 1},
+                {"question": "Grass?", "choices": ["green", "pink"], "answer": 0},
+            ],
+        )
+    )
+    result = evaluate_items(
+        model,
+        tokenizer,
+        items,
+        ["contains", "f1", "perplexity", "mc_acc", "mc_acc_norm"],
+        max_new_tokens=4,
+        progress=None,
+    )
+    summary = result.summary
+    assert summary["contains"]["n"] == 2 and summary["mc_acc"]["n"] == 2
+    assert summary["perplexity"]["mean"] > 1 and summary["perplexity"]["n"] == 2
+    for row in result.items:
+        assert "output" in row and "references" in row and row["scores"]
+    mc = [r for r in result.items if "choice_logprobs" in r]
+    assert all(len(r["choice_logprobs"]) in (2, 3) for r in mc)
+    again = evaluate_items(model, tokenizer, items, ["contains"], max_new_tokens=4, progress=None)
+    assert [r["output"] for r in again.items if "output" in r][:2] == [
+        r["output"] for r in result.items
+    ][:2]  # greedy: stable
+
+
+def test_choose_within_budget_picks_lowest_val_loss_inside(tmp_path):
+    from specialize.track.rundir import RunDir
+    from specialize.train.callbacks import CHECKPOINT_MARKER
+    from specialize.train.retention import PROBE_FILE, choose_within_budget
+
+    run = RunDir(tmp_path)
+    for step, within in ((2, True), (4, True), (6, False)):
+        folder = run.checkpoints / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / CHECKPOINT_MARKER).write_text("{}")
+        (folder / "trainer_state.json").write_text("{}")
+        (folder / PROBE_FILE).write_text(
+            json.dumps({"within_budget": within, "core_lost_points": 1.0})
+        )
+    history = [
+        {"step": 2, "eval_loss": 1.5},
+        {"step": 4, "eval_loss": 1.2},
+        {"step": 6, "eval_loss": 0.9},
+    ]
+    chosen = choose_within_budget(run, history)
+    assert chosen["checkpoint"] == "checkpoint-4" and "within the retention budget" in chosen["why"]
