@@ -23,7 +23,34 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-WORDS = ["account", "card", "loan", "fee", "transfer", "savings", "mortgage", "branch", "interest", "limit", "payment", "app", "login", "salary", "pin", "block", "travel", "student", "joint", "overdraft", "dispute", "deposit", "rate", "statement", "customer", "adviser"]
+WORDS = [
+    "account",
+    "card",
+    "loan",
+    "fee",
+    "transfer",
+    "savings",
+    "mortgage",
+    "branch",
+    "interest",
+    "limit",
+    "payment",
+    "app",
+    "login",
+    "salary",
+    "pin",
+    "block",
+    "travel",
+    "student",
+    "joint",
+    "overdraft",
+    "dispute",
+    "deposit",
+    "rate",
+    "statement",
+    "customer",
+    "adviser",
+]
 
 
 def synthesize(path: Path, rows: int, seed: int = 0) -> None:
@@ -171,7 +198,7 @@ def main() -> None:
             f"{'path':44} {'steps':>5} {'seconds':>8} {'real tok/s':>10} {'peak RSS MiB':>12} {'ratio':>7}"
         )
         ours = None
-        for name, (code, planned) in paths.items():
+        for name, code in paths.items():
             result = run_path(code)
             rate = tokens_per_row * args.batch * result["steps"] / result["runtime_s"]
             ours = ours or rate

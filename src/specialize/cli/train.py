@@ -42,3 +42,11 @@ def register(app: typer.Typer) -> None:
         if chosen.get("checkpoint"):
             console.print(f"chosen: {chosen['checkpoint']} ({chosen['why']})")
         console.print(f"result: {outcome.get('result_dir')}")
+        retention = outcome.get("retention")
+        if retention:
+            deltas = ", ".join(
+                f"{name} {row['delta_points']:+.1f} pts [{row['delta_ci95_points'][0]:+.1f}, "
+                f"{row['delta_ci95_points'][1]:+.1f}]"
+                for name, row in retention["tasks"].items()
+            )
+            console.print(f"retention ({retention['suite']}): {retention['verdict']}; {deltas}")

@@ -83,7 +83,50 @@ def continuation_logprobs(
         start = len(tokenizer(context, add_special_tokens=False)["input_ids"])
         start = min(start, len(whole) - 1)
         items.append((whole, max(start, 1)))
-    return _score(model, items, tokenizer.pad_token_id, batch_size, progress)
+    # One-token continuations (MMLU's " A".." D", BoolQ's " no"/" yes") of a shared context need one
+    # forward pass for the context, not one per choice.
+    single = [i for i, (tokens, start) in enumerate(items) if start == len(tokens) - 1]
+    rest = [i for i in range(len(items)) if i not in set(single)]
+    scores = [0.0] * len(items)
+    for index, score in zip(
+        single,
+        _score_next_tokens(
+            model, [items[i] for i in single], tokenizer.pad_token_id, batch_size, progress
+        ),
+        strict=True,
+    ):
+        scores[index] = score
+    for index, score in zip(
+        rest,
+        _score(model, [items[i] for i in rest], tokenizer.pad_token_id, batch_size, progress),
+        strict=True,
+    ):
+        scores[index] = score
+    return scores
+
+
+def _score_next_tokens(
+    model, items: list[tuple[list[int], int]], pad: int, batch_size: int, progress: str | None
+) -> list[float]:
+    """Return log p(last token | the tokens before it), one forward pass per distinct context."""
+    contexts: dict[tuple[int, ...], list[int]] = {}
+    for index, (tokens, _) in enumerate(items):
+        contexts.setdefault(tuple(tokens[:-1]), []).append(index)
+    keys = list(contexts)
+    scores = [0.0] * len(items)
+    for chunk in _chunks(
+        sorted(range(len(keys)), key=lambda k: len(keys[k])), batch_size, progress
+    ):
+        ids, mask = _pad([list(keys[k]) for k in chunk], pad)
+        with torch.inference_mode():
+            logits = model(
+                input_ids=ids.to(model.device), attention_mask=mask.to(model.device)
+            ).logits.float()
+        for row, k in enumerate(chunk):
+            last = torch.log_softmax(logits[row, len(keys[k]) - 1], dim=-1)
+            for index in contexts[keys[k]]:
+                scores[index] = last[items[index][0][-1]].item()
+    return scores
 
 
 def text_nll(

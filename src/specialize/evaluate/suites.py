@@ -197,7 +197,16 @@ def _boolq(ds) -> list[EvalItem]:
     return items
 
 
+# Written by the project (not from TriviaQA): small models need the format shown before they answer.
+TRIVIA_SHOTS = (
+    "Question: What is the capital city of Canada?\nAnswer: Ottawa\n\n"
+    "Question: Which element has the chemical symbol Fe?\nAnswer: Iron\n\n"
+    "Question: Who painted the ceiling of the Sistine Chapel?\nAnswer: Michelangelo\n\n"
+)
+
+
 def _triviaqa(ds) -> list[EvalItem]:
+    """Three-shot, greedy, first line of the answer, exact match over normalised aliases."""
     items = []
     for row in ds:
         answer = row["answer"]

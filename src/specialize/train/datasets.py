@@ -20,6 +20,10 @@ from specialize.data.templates import mask_row
 from specialize.errors import DataError
 from specialize.track.rundir import RunDir
 
+SELF_REPLAY = (
+    "builtin:self-replay"  # the base model's own answers to general questions (train/replay.py)
+)
+
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100  # label value the loss skips
 
@@ -144,7 +148,12 @@ def _gather_rows(
     replay_rows: list[dict] = []
     ratio = 0.0
     if replay is not None:
-        replay_set = resolve_dataset(replay[0], run, model)
+        source = replay[0]
+        if source == SELF_REPLAY:
+            from specialize.train.replay import self_replay_file
+
+            source = str(self_replay_file(model))
+        replay_set = resolve_dataset(source, run, model)
         datasets.append(replay_set)
         replay_rows, ratio = replay_set.rows("train"), replay[1]
     per_epoch = [replay_mix(task, replay_rows, ratio, seed=seed + epoch) for epoch in range(epochs)]

@@ -105,3 +105,23 @@ def test_choose_within_budget_picks_lowest_val_loss_inside(tmp_path):
     ]
     chosen = choose_within_budget(run, history)
     assert chosen["checkpoint"] == "checkpoint-4" and "within the retention budget" in chosen["why"]
+
+
+def test_single_token_fast_path_matches_the_general_scorer(tiny_model_dir):
+    from specialize.evaluate import runner
+
+    model, tokenizer = load_model(str(tiny_model_dir))
+    pairs = [
+        ("Question: Sky?\nAnswer:", " A"),
+        ("Question: Sky?\nAnswer:", " B"),
+        ("Is it? Answer:", " yes"),
+        ("Is it? Answer:", " no"),
+        ("Longer one:", " several tokens here"),
+    ]
+    fast = runner.continuation_logprobs(model, tokenizer, pairs)
+    items = []
+    for context, continuation in pairs:
+        whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
+        items.append((whole, len(tokenizer(context, add_special_tokens=False)["input_ids"])))
+    slow = runner._score(model, items, tokenizer.pad_token_id, 8, None)
+    assert fast == pytest.approx(slow, abs=1e-4)
