@@ -214,7 +214,7 @@ def _triviaqa(ds) -> list[EvalItem]:
         items.append(
             EvalItem(
                 row["question_id"],
-                prompt=f"Question: {row['question']}\nAnswer:",
+                prompt=f"{TRIVIA_SHOTS}Question: {row['question']}\nAnswer:",
                 answers=aliases,
                 category="triviaqa",
             )

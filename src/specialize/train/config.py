@@ -19,8 +19,9 @@ Method = Literal["sft", "cpt"]
 
 class ReplayConfig(Config):
     source: str = Field(
-        ...,
-        description="General data mixed into every epoch: a data file or a prepared dataset dir.",
+        "builtin:self-replay",
+        description="General data mixed into every epoch: a data file, a prepared dataset dir, or "
+        "builtin:self-replay (the base model's own answers to general questions, generated once per base).",
     )
     ratio: float = Field(
         0.2, ge=0, lt=1, description="Share of each epoch's rows that come from the replay source."

@@ -175,9 +175,8 @@ def fit(
 
         chosen = choose_within_budget(run, state.log_history)
         if chosen["checkpoint"]:
-            trainer._load_from_checkpoint(
-                chosen["path"]
-            )  # transformers' own loader (adapter or full)
+            # transformers' own loader restores an adapter or a full model alike.
+            trainer._load_from_checkpoint(chosen["path"])
     out = run.model if full else run.adapter
     if state.is_world_process_zero:
         trainer.save_model(str(out))
@@ -187,9 +186,13 @@ def fit(
     return Outcome(
         steps=state.global_step,
         stop_reason=stop_reason(
-            state, bundle.guard, bundle.early_stopping, max_steps=plan.total_steps
+            state,
+            bundle.guard,
+            bundle.early_stopping,
+            max_steps=plan.total_steps,
+            extra=getattr(bundle.probe, "exceeded", None),
         ),
-        chosen=chosen_checkpoint(state),
+        chosen=chosen,
         train_loss=losses[-1] if losses else None,
         best_val_loss=state.best_metric,
         runtime_s=result.metrics.get("train_runtime", 0.0),
