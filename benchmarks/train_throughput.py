@@ -89,7 +89,8 @@ SPECIALIZE_PATH = """
         "adaptation": {{"kind": "lora", "lora": {{"r": 16, "alpha": 32, "dropout": 0.0}}}},
         "training": {{"epochs": 1, "max_steps": {steps}, "batch_size": {batch}, "max_length": {max_length},
                       "learning_rate": 2e-4, "warmup_ratio": 0.0}},
-        "eval": {{"every_steps": 100000, "patience": None}}, "output": {{"dir": "{out}"}}}})
+        "eval": {{"every_steps": 100000, "patience": None}}, "output": {{"dir": "{out}"}},
+        "retention": {{"suite": "none"}}}})  # training only: the TRL path measures no retention either
     run = train(recipe, progress=False)
     RESULT = {{"runtime_s": run.record()["outcome"]["runtime_s"], "steps": run.record()["outcome"]["steps"]}}
 """
@@ -112,15 +113,23 @@ TRL_PATH = """
 """
 
 
-def run_path(code: str) -> dict:
-    """Run one path in a fresh interpreter; return its RESULT plus peak RSS (and GPU peak) in MiB."""
+def run_path(code: str, timeout: float | None = None) -> dict | None:
+    """Run one path in a fresh interpreter; return its RESULT plus peak RSS (and GPU peak) in MiB.
+
+    None when it did not finish within `timeout` seconds.
+    """
     script = textwrap.dedent(code) + textwrap.dedent("""
         import resource, torch
         RESULT["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         RESULT["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
         print("RESULT", json.dumps(RESULT))
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return None
     line = next((x for x in result.stdout.splitlines() if x.startswith("RESULT ")), None)
     if result.returncode or line is None:
         raise SystemExit(result.stderr[-4000:])
@@ -139,7 +148,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=192)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--trl-default-steps", type=int, default=2)
+    parser.add_argument("--trl-default-steps", type=int, default=1)
+    parser.add_argument(
+        "--only", choices=["specialize", "trl"], help="Run only one side (the other is skipped)."
+    )
+    parser.add_argument(
+        "--trl-default-timeout", type=float, default=600, help="Seconds allowed for that path."
+    )
     args = parser.parse_args()
 
     from specialize.data.config import DataConfig, SourceConfig, SplitConfig
@@ -172,22 +187,17 @@ def main() -> None:
             max_length=args.max_length,
         )
         paths = {
-            "specialize (auto precision, padding-free)": (
-                SPECIALIZE_PATH.format(**common, steps=steps, out=f"{tmp}/s"),
-                steps,
+            "specialize (auto precision, padding-free)": SPECIALIZE_PATH.format(
+                **common, steps=steps, out=f"{tmp}/s"
             ),
-            "TRL SFTTrainer, fp32, padded batches": (
-                TRL_PATH.format(**common, steps=steps, out=f"{tmp}/t1", extra="bf16=False"),
-                steps,
+            "TRL SFTTrainer, fp32, padded batches": TRL_PATH.format(
+                **common, steps=steps, out=f"{tmp}/t1", extra="bf16=False"
             ),
-            "TRL SFTTrainer defaults (bf16=True)": (
-                TRL_PATH.format(
-                    **common,
-                    steps=args.trl_default_steps,
-                    out=f"{tmp}/t2",
-                    extra="bf16=True, use_cpu=not torch.cuda.is_available()",
-                ),
-                args.trl_default_steps,
+            "TRL SFTTrainer defaults (bf16=True)": TRL_PATH.format(
+                **common,
+                steps=args.trl_default_steps,
+                out=f"{tmp}/t2",
+                extra="bf16=True, use_cpu=not torch.cuda.is_available()",
             ),
         }
         print(
@@ -199,7 +209,19 @@ def main() -> None:
         )
         ours = None
         for name, code in paths.items():
-            result = run_path(code)
+            if args.only and not name.lower().startswith(args.only):
+                continue
+            slow_default = name.startswith("TRL SFTTrainer defaults")
+            result = run_path(code, timeout=args.trl_default_timeout if slow_default else None)
+            if result is None:
+                bound = (
+                    tokens_per_row * args.batch * args.trl_default_steps / args.trl_default_timeout
+                )
+                print(
+                    f"{name:44} did not finish {args.trl_default_steps} step(s) in {args.trl_default_timeout:.0f} s: "
+                    f"< {bound:,.0f} real tok/s, > {ours / bound:.0f}x slower"
+                )
+                continue
             rate = tokens_per_row * args.batch * result["steps"] / result["runtime_s"]
             ours = ours or rate
             gpu = f" (GPU peak {result['peak_gpu_mib']:.0f} MiB)" if result["peak_gpu_mib"] else ""

@@ -10,9 +10,8 @@ from specialize.models.loading import load_model
 from specialize.track.rundir import RunDir
 from specialize.train.adaptation import adapt
 from specialize.train.config import RecipeConfig
-from specialize.train.datasets import gather_rows, pack_rows, tokenize_for_cpt
+from specialize.train.datasets import pack_rows, recipe_rows, tokenize_for_cpt
 from specialize.train.precision import Precision
-from specialize.train.sft import _passes, _replay
 from specialize.train.trainer import Outcome, build_sft_trainer, fit, plan_steps
 
 
@@ -26,15 +25,7 @@ def train_cpt(
 ) -> Outcome:
     model, tokenizer = load_model(recipe.model)
     model = adapt(model, recipe.adaptation)
-    rows = gather_rows(
-        recipe.data.train,
-        recipe.data.val,
-        _replay(recipe),
-        run,
-        recipe.model,
-        epochs=_passes(recipe),
-        seed=recipe.training.seed,
-    )
+    rows = recipe_rows(recipe, run)
     length = recipe.training.max_length
     train = pack_rows(tokenize_for_cpt(tokenizer, rows.train), length)
     val = pack_rows(tokenize_for_cpt(tokenizer, rows.val), length)

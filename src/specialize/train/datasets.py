@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,20 @@ class TrainingRows:
     epochs: int
     rows_per_epoch: int
     datasets: list[PreparedData]
+
+
+def recipe_rows(recipe, run: RunDir) -> TrainingRows:
+    """Return a recipe's training rows: as many passes as its epochs need, replay re-drawn per pass."""
+    replay = recipe.data.replay
+    return gather_rows(
+        recipe.data.train,
+        recipe.data.val,
+        (replay.source, replay.ratio) if replay else None,
+        run,
+        recipe.model,
+        epochs=max(1, math.ceil(recipe.training.epochs)),
+        seed=recipe.training.seed,
+    )
 
 
 def gather_rows(
