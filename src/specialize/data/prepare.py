@@ -138,7 +138,10 @@ def _accept(
 ) -> Candidate | None:
     where = checked.raw.where
     if checked.errors:
-        detail = "; ".join(d.line() for d in checked.errors)
+        # The row's place is its own field in rejects.jsonl; the detail says what and where inside.
+        detail = "; ".join(
+            f"{d.field + ': ' if d.field else ''}{d.message} [{d.category}]" for d in checked.errors
+        )
         ledger.reject(where, checked.errors[0].category, detail, _original(checked.raw))
         return None
     for warning in checked.defects:
