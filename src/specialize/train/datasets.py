@@ -107,16 +107,20 @@ class TrainingRows:
 
 def recipe_rows(recipe, run: RunDir) -> TrainingRows:
     """Return a recipe's training rows: as many passes as its epochs need, replay re-drawn per pass."""
+    from accelerate import PartialState
+
     replay = recipe.data.replay
-    return gather_rows(
-        recipe.data.train,
-        recipe.data.val,
-        (replay.source, replay.ratio) if replay else None,
-        run,
-        recipe.model,
-        epochs=max(1, math.ceil(recipe.training.epochs)),
-        seed=recipe.training.seed,
-    )
+    # Under a distributed launch the main process prepares the data first; the others reuse it.
+    with PartialState().main_process_first():
+        return gather_rows(
+            recipe.data.train,
+            recipe.data.val,
+            (replay.source, replay.ratio) if replay else None,
+            run,
+            recipe.model,
+            epochs=max(1, math.ceil(recipe.training.epochs)),
+            seed=recipe.training.seed,
+        )
 
 
 def gather_rows(
@@ -129,26 +133,7 @@ def gather_rows(
     epochs: int,
     seed: int,
 ) -> TrainingRows:
-    """Return the training rows of every epoch and the validation rows.
-
-    Under a distributed launch the main process prepares the data first; the others reuse it.
-    """
-    from accelerate import PartialState
-
-    with PartialState().main_process_first():
-        return _gather_rows(train_refs, val_refs, replay, run, model, epochs=epochs, seed=seed)
-
-
-def _gather_rows(
-    train_refs: list[str],
-    val_refs: list[str],
-    replay: tuple[str, float] | None,
-    run: RunDir,
-    model: str,
-    *,
-    epochs: int,
-    seed: int,
-) -> TrainingRows:
+    """Return the training rows of every epoch and the validation rows."""
     datasets = [resolve_dataset(ref, run, model) for ref in train_refs]
     task = [row for ds in datasets for row in ds.rows("train")]
     if val_refs:
