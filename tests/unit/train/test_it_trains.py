@@ -21,6 +21,9 @@ def base_weights(path):
 
 
 def test_lora_sft_trains_the_adapter_and_leaves_the_base(tiny_recipe, tiny_model_dir):
+    from specialize.artifacts import sha256_file
+
+    on_disk = {p.name: sha256_file(p) for p in tiny_model_dir.iterdir() if p.is_file()}
     run = train(build_config(RecipeConfig, tiny_recipe()), progress=False)
     curve = losses(run)
     assert all(math.isfinite(x) for x in curve)
@@ -36,7 +39,7 @@ def test_lora_sft_trains_the_adapter_and_leaves_the_base(tiny_recipe, tiny_model
     for name, value in tuned.get_base_model().state_dict().items():
         if "lora_" not in name and name.replace("base_layer.", "") in before:
             assert torch.equal(value, before[name.replace("base_layer.", "")]), name
-    assert base_weights(tiny_model_dir).keys()  # the base files on disk were never rewritten
+    assert {p.name: sha256_file(p) for p in tiny_model_dir.iterdir() if p.is_file()} == on_disk
     record = run.record()
     assert record["status"] == "finished" and record["outcome"]["chosen"]["checkpoint"]
 
@@ -127,7 +130,7 @@ def test_packed_rows_keep_document_lengths(tiny_model_dir):
     assert all(sum(p["seq_lengths"]) == len(p["input_ids"]) for p in packed)
 
 
-def test_replay_is_mixed_into_every_epoch(tiny_recipe, tmp_path):
+def test_replay_is_mixed_into_every_epoch(tiny_model_dir, tmp_path):
     general = tmp_path / "general.jsonl"
     general.write_text(
         "".join(
@@ -135,15 +138,13 @@ def test_replay_is_mixed_into_every_epoch(tiny_recipe, tmp_path):
             for i in range(40)
         )
     )
-    recipe = build_config(RecipeConfig, tiny_recipe(data={"train": [str(tmp_path.parent / "x")]}))
     from specialize.track.rundir import new_run_dir
     from specialize.train.datasets import gather_rows
-
-    run = new_run_dir("replay", tmp_path / "r")
     from tests.conftest import SUPPORT_DATA
 
+    run = new_run_dir("replay", tmp_path / "r")
     rows = gather_rows(
-        [str(SUPPORT_DATA)], [], (str(general), 0.25), run, recipe.model, epochs=2, seed=1
+        [str(SUPPORT_DATA)], [], (str(general), 0.25), run, str(tiny_model_dir), epochs=2, seed=1
     )
     first, second = rows.train[: rows.rows_per_epoch], rows.train[rows.rows_per_epoch :]
     replayed = [sum("text" in r for r in epoch) for epoch in (first, second)]
