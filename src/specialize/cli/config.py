@@ -12,6 +12,7 @@ from rich.table import Table
 from specialize.config import Config, field_help, load_config, read_text
 from specialize.data.config import DataConfig
 from specialize.errors import ConfigError
+from specialize.ladder.config import LadderConfig
 from specialize.models.generation import GenerationSettings
 from specialize.train.config import RecipeConfig
 
@@ -24,6 +25,7 @@ CONFIG_KINDS: dict[str, tuple[type[Config], str]] = {
     "generation": (GenerationSettings, "max_new_tokens"),
     "data": (DataConfig, "sources"),
     "recipe": (RecipeConfig, "method"),
+    "ladder": (LadderConfig, "tasks"),
 }
 
 

@@ -11,8 +11,10 @@ import typer
 
 from specialize.cli import config as config_cli
 from specialize.cli import data as data_cli
+from specialize.cli import demo as demo_cli
 from specialize.cli import eval as eval_cli
 from specialize.cli import generate as generate_cli
+from specialize.cli import ladder as ladder_cli
 from specialize.cli import models as models_cli
 from specialize.cli import train as train_cli
 from specialize.errors import SpecializeError
@@ -30,6 +32,8 @@ app.add_typer(data_cli.app, name="data")
 generate_cli.register(app)
 train_cli.register(app)
 eval_cli.register(app)
+ladder_cli.register(app)
+demo_cli.register(app)
 
 _state = {"debug": False}
 

@@ -105,7 +105,7 @@ def load_data_config(path: str | Path, overrides: list[str] | None = None) -> Da
     """Return the data config in `path`, with relative paths resolved against its folder."""
     path = Path(path)
     config = load_config(DataConfig, path, overrides)
-    base = path.parent
+    base = path.parent.resolve()  # manifests record absolute input paths, valid from any folder
     for source in config.sources:
         source.path = str(_resolve(base, source.path))
     config.leakage.eval_files = [str(_resolve(base, p)) for p in config.leakage.eval_files]

@@ -1,4 +1,4 @@
-"""Answer metrics: exact, normalised with aliases, contains, token F1, ROUGE-L; one function each.
+"""Answer metrics: exact, normalised with aliases, contains, token F1, ROUGE-L, JSON fields; one each.
 
 Every metric takes a prediction and the accepted answers and returns a score in [0, 1].
 Normalisation follows SQuAD's: lower case, no punctuation, no articles, folded whitespace.
@@ -6,6 +6,7 @@ Normalisation follows SQuAD's: lower case, no punctuation, no articles, folded w
 
 from __future__ import annotations
 
+import json
 import re
 import string
 import unicodedata
@@ -67,6 +68,49 @@ def rouge_l(prediction: str, answers: list[str]) -> float:
     return best
 
 
+# A reference field longer than this is free text (a reply, a summary): it cannot match exactly,
+# so json_fields only asks that it be present and non-empty.
+FREE_TEXT_CHARS = 40
+
+
+def json_fields(prediction: str, answers: list[str]) -> float:
+    """1 when the prediction holds a JSON object with the reference's keys and equal short fields.
+
+    The reference answers are JSON objects. Fields whose reference value is a string of more than
+    FREE_TEXT_CHARS characters must be non-empty strings; every other field must be equal.
+    """
+    predicted = _json_object(prediction)
+    if predicted is None:
+        return 0.0
+    for answer in answers:
+        reference = _json_object(answer)
+        if (
+            reference is not None
+            and set(predicted) == set(reference)
+            and all(_field_matches(predicted[k], v) for k, v in reference.items())
+        ):
+            return 1.0
+    return 0.0
+
+
+def _field_matches(predicted, reference) -> bool:
+    if isinstance(reference, str) and len(reference) > FREE_TEXT_CHARS:
+        return isinstance(predicted, str) and bool(predicted.strip())
+    return predicted == reference
+
+
+def _json_object(text: str) -> dict | None:
+    """The JSON object in text (from its first '{' to its last '}'), or None."""
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        value = json.loads(text[start : end + 1])
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _f1(predicted: list[str], reference: list[str]) -> float:
     if not predicted or not reference:
         return float(predicted == reference)
@@ -94,7 +138,8 @@ GENERATIVE_METRICS: dict[str, Callable[[str, list[str]], float]] = {
     "contains": contains,
     "f1": token_f1,
     "rouge_l": rouge_l,
+    "json_fields": json_fields,
 }
 # Metrics computed from log-likelihoods rather than generated text.
 LIKELIHOOD_METRICS = ("perplexity", "mc_acc", "mc_acc_norm")
-BINARY_METRICS = {"exact", "normalised", "contains", "mc_acc", "mc_acc_norm"}
+BINARY_METRICS = {"exact", "normalised", "contains", "json_fields", "mc_acc", "mc_acc_norm"}

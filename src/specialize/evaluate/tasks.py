@@ -33,6 +33,23 @@ class EvalItem:
     choices: list[str] | None = None  # multiple choice: continuations, scored by likelihood
     gold: int | None = None
     category: str | None = None
+    meta: dict[str, Any] = field(
+        default_factory=dict
+    )  # the row's other scalar fields, for breakdowns
+
+
+# Row keys that make up an item; every other scalar field is kept in EvalItem.meta.
+_ITEM_KEYS = {
+    "id",
+    "category",
+    "messages",
+    "question",
+    "prompt",
+    "answer",
+    "answers",
+    "aliases",
+    "choices",
+}
 
 
 def load_eval_items(path: str | Path, *, system: str | None = None) -> list[EvalItem]:
@@ -43,7 +60,13 @@ def load_eval_items(path: str | Path, *, system: str | None = None) -> list[Eval
             problems.append(f"{raw.where}: {raw.problem[1]}")
             continue
         try:
-            items.append(_item(raw.value, f"{Path(path).stem}-{raw.line}", system))
+            item = _item(raw.value, f"{Path(path).stem}-{raw.line}", system)
+            item.meta = {
+                k: v
+                for k, v in raw.value.items()
+                if k not in _ITEM_KEYS and isinstance(v, str | int | float | bool)
+            }
+            items.append(item)
         except (KeyError, TypeError, ValueError) as exc:
             problems.append(f"{raw.where}: {exc}")
     if problems:

@@ -81,3 +81,33 @@ def bars_png(labels: Sequence[str], values: Sequence[float], *, title: str, xlab
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     return _png(plt, fig)
+
+
+def intervals_png(
+    groups: dict[str, dict[str, tuple[float, float, float]]], *, title: str, xlabel: str
+) -> bytes:
+    """Return grouped horizontal bars with 95% intervals: {group: {label: (mean, low, high)}}."""
+    import numpy as np
+
+    labels = list(dict.fromkeys(label for bars in groups.values() for label in bars))
+    plt, fig, ax = _figure(height=max(2.2, 0.3 * len(labels) * len(groups) + 1.2))
+    height = 0.8 / max(1, len(groups))
+    positions = np.arange(len(labels))
+    for index, (group, bars) in enumerate(groups.items()):
+        means = [bars.get(label, (0.0, 0.0, 0.0)) for label in labels]
+        ys = positions + index * height
+        ax.barh(
+            ys,
+            [m for m, _, _ in means],
+            height=height,
+            xerr=[[m - lo for m, lo, _ in means], [hi - m for m, _, hi in means]],
+            capsize=3,
+            label=group,
+        )
+    ax.set_yticks(positions + height * (len(groups) - 1) / 2, labels)
+    ax.invert_yaxis()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    if len(groups) > 1:
+        ax.legend(loc="lower right")
+    return _png(plt, fig)

@@ -73,3 +73,33 @@ def test_mcnemar_and_paired_difference():
     assert same.delta == 0 and not same.significant
     graded = paired_difference([0.5, 0.6, 0.7] * 10, [0.5, 0.6, 0.7] * 10)
     assert graded.test == "paired permutation" and math.isclose(graded.p_value, 1.0)
+
+
+def test_json_fields_needs_the_same_keys_and_short_fields_but_not_the_free_text():
+    from specialize.evaluate.metrics import json_fields
+
+    reference = '{"category": "fraud", "priority": "urgent", "reply": "Hej Anna! Block the card in the app and dispute it."}'
+    assert (
+        json_fields(
+            '{"category": "fraud", "priority": "urgent", "reply": "Hej! Other words."}', [reference]
+        )
+        == 1.0
+    )
+    assert (
+        json_fields(
+            'Sure: {"category": "fraud", "priority": "urgent", "reply": "x"} hope it helps',
+            [reference],
+        )
+        == 1.0
+    )
+    assert (
+        json_fields('{"category": "fraud", "priority": "high", "reply": "x"}', [reference]) == 0.0
+    )
+    assert json_fields('{"category": "fraud", "priority": "urgent"}', [reference]) == 0.0
+    assert (
+        json_fields('{"category": "fraud", "priority": "urgent", "reply": ""}', [reference]) == 0.0
+    )
+    assert (
+        json_fields('{"category": "fraud", "priority": "urgent", "reply": "x"', [reference]) == 0.0
+    )
+    assert json_fields("no json here", [reference]) == 0.0

@@ -1,0 +1,34 @@
+"""`specialize ladder`: the same held-out items on every rung (base, prompt, rag, tuned, tuned+rag)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from specialize.ladder.config import load_ladder
+from specialize.ladder.report import ladder_table
+from specialize.ladder.run import run_ladder
+
+console = Console(highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("ladder")
+    def ladder_cmd(
+        config: Path = typer.Argument(..., help="Ladder config (YAML)."),
+        out: Path = typer.Option(
+            Path("ladder"), help="Directory for ladder.json, ladder.html, rungs/."
+        ),
+        set_: list[str] = typer.Option([], "--set", help="Override a field: a.b=value."),
+        progress: bool = typer.Option(True, help="Show progress bars."),
+    ) -> None:
+        """Climb the ladder and say which rung is worth it, with a paired test on the same items."""
+        report = run_ladder(load_ladder(config, set_), out, progress=progress)
+        console.print(ladder_table(report))
+        for name, task in report["tasks"].items():
+            console.print(
+                f"{name}: recommended {task['decision']['recommended']}: {task['decision']['reason']}"
+            )
+        console.print(f"ladder.json: {out / 'ladder.json'}\nreport: {out / 'ladder.html'}")

@@ -1,0 +1,123 @@
+"""What each rung puts in front of the model for one eval item.
+
+base, tuned   the item's own messages (as in training)
+prompt        the task's engineered system prompt, plus the most similar training examples
+              as earlier turns (from training rows with the item's own system prompt)
+rag           the engineered system prompt plus retrieved document chunks
+tuned+rag     the item's own messages, its system prompt extended with retrieved chunks
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from specialize.data.formats import read_rows
+from specialize.evaluate.tasks import EvalItem
+from specialize.ladder.config import TaskConfig
+from specialize.ladder.retrieval import BM25Index, DocumentRetriever
+
+EXCERPTS_HEADER = "Relevant excerpts from the knowledge documents:"
+
+
+@dataclass(frozen=True)
+class Example:
+    system: str
+    user: str
+    assistant: str
+
+
+class ExamplePool:
+    """Training chats, searchable by question, grouped by their system prompt (one per task)."""
+
+    def __init__(self, path: str):
+        self.examples = [e for e in map(_example, _values(path)) if e is not None]
+        self._groups: dict[str, list[int]] = {}
+        for index, example in enumerate(self.examples):
+            self._groups.setdefault(example.system, []).append(index)
+        self._indexes = {
+            system: BM25Index([self.examples[i].user for i in members])
+            for system, members in self._groups.items()
+        }
+
+    def similar(self, question: str, system: str, k: int) -> list[Example]:
+        if system not in self._groups:
+            return []
+        members = self._groups[system]
+        return [self.examples[members[i]] for i in self._indexes[system].search(question, k)]
+
+
+def _values(path: str):
+    for raw in read_rows(path):
+        if raw.problem is None and isinstance(raw.value, dict):
+            yield raw.value
+
+
+def _example(row: dict) -> Example | None:
+    messages = row.get("messages") or []
+    users = [m["content"] for m in messages if m.get("role") == "user"]
+    if not messages or messages[-1].get("role") != "assistant" or not users:
+        return None
+    return Example(_system_of(messages), str(users[-1]), str(messages[-1]["content"]))
+
+
+def _system_of(messages: list[dict]) -> str:
+    return next((str(m["content"]) for m in messages if m.get("role") == "system"), "")
+
+
+def question_of(item: EvalItem) -> str:
+    """The last user turn of an item: what retrieval and example search look for."""
+    return next(str(m["content"]) for m in reversed(item.prompt) if m.get("role") == "user")
+
+
+@dataclass
+class RungPrompts:
+    task: TaskConfig
+    pool: ExamplePool | None = None
+    shots: int = 0
+    retriever: DocumentRetriever | None = None
+    top_k: int = 3
+
+    def build(self, rung: str, item: EvalItem) -> list[dict]:
+        kind = rung.split(":", 1)[0]
+        if kind in ("base", "tuned"):
+            return list(item.prompt)
+        if kind == "prompt":
+            return self._few_shot(item)
+        if kind == "rag":
+            return self._with_excerpts(item, self.task.system or _system_of(item.prompt))
+        if kind == "tuned+rag":
+            return self._with_excerpts(item, _system_of(item.prompt))
+        raise ValueError(f"unknown rung {rung!r}")
+
+    def _few_shot(self, item: EvalItem) -> list[dict]:
+        own_system = _system_of(item.prompt)
+        turns = []
+        if self.pool is not None and self.shots:
+            for example in reversed(self.pool.similar(question_of(item), own_system, self.shots)):
+                turns += [
+                    {"role": "user", "content": example.user},
+                    {"role": "assistant", "content": example.assistant},
+                ]
+        return _replace_system(item.prompt, self.task.system or own_system, before_last=turns)
+
+    def _with_excerpts(self, item: EvalItem, system: str) -> list[dict]:
+        chunks = self.retriever.search(question_of(item), self.top_k) if self.retriever else []
+        excerpts = "\n".join(c.cited() for c in chunks)
+        extended = f"{system}\n\n{EXCERPTS_HEADER}\n{excerpts}" if chunks else system
+        return _replace_system(item.prompt, extended)
+
+    def sources(self, item: EvalItem) -> list[str]:
+        """The chunks a rag rung retrieves for this item, as `file#chunk`."""
+        if self.retriever is None:
+            return []
+        return [
+            f"{c.source}#{c.index}" for c in self.retriever.search(question_of(item), self.top_k)
+        ]
+
+
+def _replace_system(
+    prompt: list[dict], system: str, before_last: list[dict] | None = None
+) -> list[dict]:
+    turns = [m for m in prompt if m.get("role") != "system"]
+    head = [{"role": "system", "content": system}] if system else []
+    return head + turns[:-1] + list(before_last or []) + turns[-1:]

@@ -1,0 +1,150 @@
+"""The ladder in HTML (a section any report can embed, or a page of its own) and in the terminal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from specialize.track.html import esc, image, page, paragraph, section, table
+from specialize.track.plots import intervals_png
+
+
+def ladder_section(report: dict, *, answers: int = 3) -> str:
+    """Return the ladder's HTML: the table with CIs per task, the decision, and sample answers."""
+    parts = [paragraph(f"Rule: {report['rule']}.", "muted"), _plot(report)]
+    for name, task in report["tasks"].items():
+        parts.append(f"<h3>{esc(name)} ({esc(task['metric'])}, n={task['n']})</h3>")
+        parts.append(table(*_rows(task)))
+        for rung, info in task["rungs"].items():
+            if "breakdown" in info:
+                parts.append(
+                    paragraph(
+                        f"{rung} by {_breakdown_label(report, name)}: "
+                        + "; ".join(
+                            f"{value} {s['mean']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] n={s['n']}"
+                            for value, s in info["breakdown"].items()
+                        ),
+                        "muted",
+                    )
+                )
+        decision = task["decision"]
+        parts.append(
+            paragraph(f"Recommended: {decision['recommended']}. {decision['reason']}.", "good")
+        )
+        parts.append(_answers(name, task, answers))
+    overall = report["overall"]
+    parts.append(
+        paragraph(
+            f"All tasks pooled: recommended {overall['recommended']}; {overall['reason']}.", "good"
+        )
+    )
+    return section("The ladder: prompt, retrieval or fine-tuning?", *parts)
+
+
+def ladder_page(report: dict) -> str:
+    return page(
+        "Ladder",
+        ladder_section(report),
+        subtitle=f"model {report['model']['ref']} ({report['model']['content_hash'][:12]}), {report['created']}",
+    )
+
+
+def _rows(task: dict) -> tuple[list[str], list[list]]:
+    headers = [
+        "rung",
+        "score",
+        "95% CI",
+        "vs best",
+        "p",
+        "s/item",
+        "prompt tokens/item",
+        "one-time cost (s)",
+        "items in",
+    ]
+    against = task["decision"]["against_best"]
+    rows = []
+    for rung, info in task["rungs"].items():
+        score = info["score"]
+        diff = against.get(rung)
+        rows.append(
+            [
+                rung + (" (recommended)" if rung == task["decision"]["recommended"] else ""),
+                round(score["mean"], 3),
+                f"[{score['ci95'][0]:.3f}, {score['ci95'][1]:.3f}]",
+                f"{diff['delta']:+.3f}" if diff else "best",
+                f"{diff['p_value']:.3g}" if diff else "",
+                round(info["seconds_per_item"], 2),
+                round(info["prompt_tokens_per_item"], 1),
+                round(info["one_time_seconds"], 1),
+                info["eval_file"],
+            ]
+        )
+    return headers, rows
+
+
+def _breakdown_label(report: dict, task_name: str) -> str:
+    return next(t.get("breakdown") for t in report["config"]["tasks"] if t["name"] == task_name)
+
+
+def _plot(report: dict) -> str:
+    groups = {
+        name: {
+            rung: (info["score"]["mean"], *info["score"]["ci95"])
+            for rung, info in task["rungs"].items()
+        }
+        for name, task in report["tasks"].items()
+    }
+    return image(
+        intervals_png(groups, title="Score per rung, 95% CI", xlabel="score"), "ladder scores"
+    )
+
+
+def _answers(name: str, task: dict, count: int) -> str:
+    """Side-by-side outputs of every rung for the first few items (from the rungs' eval files)."""
+    outputs: dict[str, dict[str, dict]] = {}
+    for rung, info in task["rungs"].items():
+        path = Path(info["eval_file"])
+        if path.is_file():
+            for row in json.loads(path.read_text())["tasks"][name]["items"]:
+                outputs.setdefault(row["id"], {})[rung] = row
+    ids = [i for i in outputs if len(outputs[i]) == len(task["rungs"])][:count]
+    blocks = []
+    for item_id in ids:
+        rows = outputs[item_id]
+        first = next(iter(rows.values()))
+        question = next(
+            (m["content"] for m in reversed(first["prompt"]) if m["role"] == "user"), ""
+        )
+        blocks.append(
+            f"<p><b>{esc(item_id)}</b>: {esc(question)}<br><span class='muted'>reference: "
+            f"{esc(first['references'][0])}</span></p>"
+            + table(
+                ["rung", "score", "answer"],
+                [[r, row["score"], row["output"]] for r, row in rows.items()],
+            )
+        )
+    return "".join(blocks)
+
+
+def ladder_table(report: dict):
+    """Return a rich Table: one row per rung, a score column per task, the recommendation marked."""
+    from rich.table import Table
+
+    grid = Table(title="Ladder (score [95% CI]; * = recommended)")
+    grid.add_column("rung")
+    for name, task in report["tasks"].items():
+        grid.add_column(f"{name} ({task['metric']}, n={task['n']})")
+    grid.add_column("s/item")
+    for rung in report["order"]:
+        cells = []
+        for task in report["tasks"].values():
+            score = task["rungs"][rung]["score"]
+            mark = " *" if task["decision"]["recommended"] == rung else ""
+            cells.append(
+                f"{score['mean']:.3f} [{score['ci95'][0]:.2f}, {score['ci95'][1]:.2f}]{mark}"
+            )
+        latency = sum(t["rungs"][rung]["seconds_per_item"] for t in report["tasks"].values()) / len(
+            report["tasks"]
+        )
+        grid.add_row(rung, *cells, f"{latency:.2f}")
+    return grid

@@ -1,0 +1,363 @@
+"""Climb the ladder: every rung answers the same held-out items; scores, cost, latency, a decision.
+
+Each (rung, task) result is cached under a key made of everything that decides it (model and
+adapter content hashes, the items, the prompts' ingredients, generation settings), so a second
+ladder that shares rungs with a first, as the demo's final ladder does with its baseline,
+re-uses them; the model is only loaded when something is left to compute.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from specialize.artifacts import atomic_write_json, atomic_write_text, sha256_file
+from specialize.config import dump_config
+from specialize.evaluate.metrics import BINARY_METRICS, GENERATIVE_METRICS
+from specialize.evaluate.runner import generate_batch, prompt_ids
+from specialize.evaluate.stats import estimate
+from specialize.evaluate.tasks import EvalItem, load_eval_items
+from specialize.home import cache_dir
+from specialize.ladder.config import RUNG_ORDER, LadderConfig, TaskConfig
+from specialize.ladder.decision import recommend
+from specialize.ladder.prompts import ExamplePool, RungPrompts
+from specialize.ladder.retrieval import DocumentRetriever
+from specialize.models.generation import GenerationSettings
+from specialize.models.loading import adapter_dir, content_hash, resolve_model
+
+log = logging.getLogger(__name__)
+LADDER_SCHEMA_VERSION = 1
+
+
+@dataclass
+class Adapter:
+    name: str
+    path: Path  # the PEFT adapter folder
+    content_hash: str
+    training_seconds: float | None  # from the run record, when the adapter came from a run
+
+
+@dataclass
+class Rung:
+    name: str  # base, prompt, rag, tuned, tuned+rag; tuned rungs get :NAME with several adapters
+    kind: str
+    adapter: Adapter | None = None
+    one_time_seconds: float = 0.0
+
+
+@dataclass
+class Ingredients:
+    """What the rungs are built from, loaded once per ladder."""
+
+    tasks: dict[str, list[EvalItem]]
+    pool: ExamplePool | None
+    retriever: DocumentRetriever | None
+    index_seconds: float
+    fingerprint: dict = field(default_factory=dict)
+
+
+def run_ladder(
+    config: LadderConfig, out: str | Path, *, cache: Path | None = None, progress: bool = True
+) -> dict:
+    """Evaluate every rung on every task; write ladder.json, rungs/*/eval.json and ladder.html."""
+    out = Path(out)
+    cache = cache or cache_dir() / "ladder"
+    base_hash = content_hash(resolve_model(config.model).path)
+    ingredients = _ingredients(config)
+    rungs = _rungs(config, ingredients)
+    models = _LazyModels(config.model, [r.adapter for r in rungs if r.adapter])
+    results: dict[str, dict[str, dict]] = {}
+    for rung in rungs:
+        results[rung.name] = {}
+        for task in config.tasks:
+            key = _result_key(config, task, rung, ingredients, base_hash)
+            cached = cache / f"{key}.json"
+            if cached.is_file():
+                results[rung.name][task.name] = json.loads(cached.read_text())
+                log.info("ladder: %s / %s from cache", rung.name, task.name)
+                continue
+            result = _evaluate(models, rung, task, ingredients, config, progress)
+            atomic_write_json(cached, result)
+            results[rung.name][task.name] = result
+    report = _report(config, rungs, results, ingredients, base_hash, out)
+    atomic_write_json(out / "ladder.json", report)
+    from specialize.ladder.report import ladder_page
+
+    atomic_write_text(out / "ladder.html", ladder_page(report))
+    return report
+
+
+def _ingredients(config: LadderConfig) -> Ingredients:
+    tasks = {task.name: _task_items(task, config.limit) for task in config.tasks}
+    wanted = set(config.rungs)
+    pool = (
+        ExamplePool(config.prompt.examples)
+        if "prompt" in wanted and config.prompt.examples and config.prompt.shots
+        else None
+    )
+    started = time.monotonic()
+    retriever = (
+        DocumentRetriever(config.rag.documents, max_words=config.rag.chunk_words)
+        if {"rag", "tuned+rag"} & wanted
+        else None
+    )
+    fingerprint = {
+        "examples": sha256_file(config.prompt.examples) if pool else None,
+        "documents": _documents_hash(retriever),
+    }
+    return Ingredients(tasks, pool, retriever, time.monotonic() - started, fingerprint)
+
+
+def _task_items(task: TaskConfig, limit: int | None) -> list[EvalItem]:
+    items = load_eval_items(task.data)
+    if task.category is not None:
+        items = [i for i in items if i.category == task.category]
+    if not items:
+        from specialize.errors import DataError
+
+        raise DataError(
+            f"task {task.name!r} has no items"
+            + (f" with category {task.category!r}" if task.category else ""),
+            where=task.data,
+            fix="check the task's data file and category",
+        )
+    if any(i.choices is not None for i in items):
+        from specialize.errors import DataError
+
+        raise DataError(
+            f"task {task.name!r} has multiple-choice items; ladder rungs are compared on generated answers",
+            where=task.data,
+        )
+    return items[:limit] if limit else items
+
+
+def _documents_hash(retriever: DocumentRetriever | None) -> str | None:
+    if retriever is None:
+        return None
+    return hashlib.sha256(
+        json.dumps([[c.source, c.text] for c in retriever.chunks]).encode()
+    ).hexdigest()
+
+
+def _rungs(config: LadderConfig, ingredients: Ingredients) -> list[Rung]:
+    adapters = [_adapter(spec) for spec in config.tuned.adapters]
+    several = len(adapters) > 1
+    rungs = []
+    for kind in RUNG_ORDER:
+        if kind not in config.rungs:
+            continue
+        if kind in ("tuned", "tuned+rag"):
+            for adapter in adapters:
+                name = f"{kind}:{adapter.name}" if several else kind
+                cost = (adapter.training_seconds or 0.0) + (
+                    ingredients.index_seconds if kind == "tuned+rag" else 0.0
+                )
+                rungs.append(Rung(name, kind, adapter, cost))
+        else:
+            rungs.append(
+                Rung(kind, kind, None, ingredients.index_seconds if kind == "rag" else 0.0)
+            )
+    return rungs
+
+
+def _adapter(spec: str) -> Adapter:
+    name, sep, path = spec.partition("=")
+    source = Path(path if sep else spec).expanduser()
+    folder = adapter_dir(source)
+    record = source / "run.json"
+    seconds = json.loads(record.read_text()).get("duration_s") if record.is_file() else None
+    label = (
+        name if sep else (source.name if folder != source else folder.parent.name or folder.name)
+    )
+    return Adapter(label, folder, content_hash(folder), seconds)
+
+
+def _result_key(
+    config, task: TaskConfig, rung: Rung, ingredients: Ingredients, base_hash: str
+) -> str:
+    items = ingredients.tasks[task.name]
+    kind = rung.kind
+    recipe = {
+        "rung": kind,
+        "base": base_hash,
+        "adapter": rung.adapter.content_hash if rung.adapter else None,
+        "task": task.model_dump(mode="json", exclude={"name", "data", "category"}),
+        "items": [[i.id, i.prompt, i.answers] for i in items],
+        "prompt": config.prompt.model_dump(mode="json", exclude={"examples"})
+        if kind == "prompt"
+        else None,
+        "examples": ingredients.fingerprint["examples"] if kind == "prompt" else None,
+        "rag": config.rag.model_dump(mode="json", exclude={"documents"}) if "rag" in kind else None,
+        "documents": ingredients.fingerprint["documents"] if "rag" in kind else None,
+        "batch_size": config.batch_size,  # left padding in a batch can move greedy output slightly
+        "schema": LADDER_SCHEMA_VERSION,
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:24]
+
+
+class _LazyModels:
+    """The base model with every adapter attached, loaded on first use only."""
+
+    def __init__(self, model_ref: str, adapters: list[Adapter]):
+        self.model_ref = model_ref
+        self.adapters = {a.name: a for a in adapters}
+        self._loaded = None
+
+    def get(self, adapter: Adapter | None):
+        from contextlib import nullcontext
+
+        if self._loaded is None:
+            self._loaded = self._load()
+        model, tokenizer = self._loaded
+        if not self.adapters:
+            return model, tokenizer, nullcontext()
+        if adapter is None:
+            return model, tokenizer, model.disable_adapter()
+        model.set_adapter(adapter.name)
+        return model, tokenizer, nullcontext()
+
+    def _load(self):
+        from peft import PeftModel
+
+        from specialize.models.loading import load_model
+
+        model, tokenizer = load_model(self.model_ref)
+        for index, adapter in enumerate(self.adapters.values()):
+            if index == 0:
+                model = PeftModel.from_pretrained(model, adapter.path, adapter_name=adapter.name)
+            else:
+                model.load_adapter(adapter.path, adapter_name=adapter.name)
+        model.eval()
+        return model, tokenizer
+
+
+def _evaluate(
+    models: _LazyModels, rung: Rung, task: TaskConfig, ingredients: Ingredients, config, progress
+) -> dict:
+    items = ingredients.tasks[task.name]
+    prompts = RungPrompts(
+        task, ingredients.pool, config.prompt.shots, ingredients.retriever, config.rag.top_k
+    )
+    messages = [prompts.build(rung.kind, item) for item in items]
+    model, tokenizer, context = models.get(rung.adapter)
+    started = time.monotonic()
+    with context:
+        outputs = generate_batch(
+            model,
+            tokenizer,
+            messages,
+            GenerationSettings(max_new_tokens=task.max_new_tokens),
+            batch_size=config.batch_size,
+            progress=f"{rung.name} / {task.name}" if progress else None,
+        )
+    seconds = time.monotonic() - started
+    metric = GENERATIVE_METRICS[task.metric]
+    rows = []
+    for item, prompt, output in zip(items, messages, outputs, strict=True):
+        row = {
+            "id": item.id,
+            "prompt": prompt,
+            "output": output,
+            "references": item.answers,
+            "score": metric(output, item.answers),
+            "prompt_tokens": len(prompt_ids(tokenizer, prompt)),
+            "meta": item.meta,
+        }
+        if "rag" in rung.kind:
+            row["retrieved"] = prompts.sources(item)
+        rows.append(row)
+    return {
+        "rung": rung.name,
+        "task": task.name,
+        "metric": task.metric,
+        "seconds": round(seconds, 2),
+        "items": rows,
+    }
+
+
+def _report(
+    config: LadderConfig, rungs: list[Rung], results, ingredients, base_hash, out: Path
+) -> dict:
+    order = [r.name for r in rungs]
+    eval_files = {r.name: _write_rung_eval(out, r, results[r.name]) for r in rungs}
+    tasks = {}
+    for task in config.tasks:
+        per_rung = {
+            r.name: _rung_summary(task, r, results[r.name][task.name], eval_files[r.name])
+            for r in rungs
+        }
+        scores = {r: [row["score"] for row in results[r][task.name]["items"]] for r in order}
+        decision = recommend(scores, order, config.alpha)
+        tasks[task.name] = {
+            "metric": task.metric,
+            "n": len(ingredients.tasks[task.name]),
+            "rungs": per_rung,
+            "decision": decision.as_dict(),
+        }
+    pooled = {
+        r: [row["score"] for t in config.tasks for row in results[r][t.name]["items"]]
+        for r in order
+    }
+    return {
+        "schema_version": LADDER_SCHEMA_VERSION,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "model": {"ref": config.model, "content_hash": base_hash},
+        "config": json.loads(json.dumps(_config_dict(config))),
+        "order": order,
+        "rule": (
+            "recommended = the cheapest rung (in the order above) whose score is not significantly "
+            f"worse than the best rung's on the same items (paired test, alpha={config.alpha}); "
+            "McNemar's exact test for 0/1 scores, a sign-flip permutation test otherwise"
+        ),
+        "tasks": tasks,
+        "overall": recommend(pooled, order, config.alpha).as_dict(),
+        "adapters": {
+            r.name: {"path": str(r.adapter.path), "content_hash": r.adapter.content_hash}
+            for r in rungs
+            if r.adapter
+        },
+    }
+
+
+def _config_dict(config: LadderConfig) -> dict:
+    import yaml
+
+    return yaml.safe_load(dump_config(config))
+
+
+def _rung_summary(task: TaskConfig, rung: Rung, result: dict, eval_file: Path) -> dict:
+    rows = result["items"]
+    binary = task.metric in BINARY_METRICS
+    summary = {
+        "score": estimate([r["score"] for r in rows], binary).as_dict(),
+        "seconds_per_item": result["seconds"] / max(1, len(rows)),
+        "prompt_tokens_per_item": sum(r["prompt_tokens"] for r in rows) / max(1, len(rows)),
+        "one_time_seconds": round(rung.one_time_seconds, 2),
+        "eval_file": str(eval_file),
+    }
+    if task.breakdown:
+        groups: dict[str, list[float]] = {}
+        for row in rows:
+            groups.setdefault(str(row["meta"].get(task.breakdown)), []).append(row["score"])
+        summary["breakdown"] = {
+            value: estimate(scores, binary).as_dict() for value, scores in sorted(groups.items())
+        }
+    return summary
+
+
+def _write_rung_eval(out: Path, rung: Rung, per_task: dict[str, dict]) -> Path:
+    path = out / "rungs" / rung.name.replace(":", "-").replace("+", "-plus-") / "eval.json"
+    atomic_write_json(
+        path,
+        {
+            "rung": rung.name,
+            "adapter": str(rung.adapter.path) if rung.adapter else None,
+            "tasks": per_task,
+        },
+    )
+    return path
