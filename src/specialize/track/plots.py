@@ -100,7 +100,11 @@ def intervals_png(
             ys,
             [m for m, _, _ in means],
             height=height,
-            xerr=[[m - lo for m, lo, _ in means], [hi - m for m, _, hi in means]],
+            # max(0, ...): an interval's end can sit a rounding error past its mean
+            xerr=[
+                [max(0.0, m - lo) for m, lo, _ in means],
+                [max(0.0, hi - m) for m, _, hi in means],
+            ],
             capsize=3,
             label=group,
         )

@@ -26,6 +26,11 @@ class ReplayConfig(Config):
     ratio: float = Field(
         0.2, ge=0, lt=1, description="Share of each epoch's rows that come from the replay source."
     )
+    rows: int = Field(
+        256,
+        ge=8,
+        description="builtin:self-replay only: general answers to generate (once per base and count).",
+    )
 
 
 class DataSection(Config):
@@ -144,6 +149,11 @@ class OutputSection(Config):
         None, description="Run directory; default: $SPECIALIZE_HOME/runs/<name>-<time>."
     )
     name: str | None = Field(None, description="Run name; default: <method>-<model>.")
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list,
+        description="Trackers fed by the trainer's own integrations; TensorBoard logs go to <run>/tensorboard, "
+        "MLflow and W&B read their usual environment variables.",
+    )
 
 
 class RecipeConfig(Config):

@@ -115,7 +115,7 @@ def recipe_rows(recipe, run: RunDir) -> TrainingRows:
         return gather_rows(
             recipe.data.train,
             recipe.data.val,
-            (replay.source, replay.ratio) if replay else None,
+            replay,
             run,
             recipe.model,
             epochs=max(1, math.ceil(recipe.training.epochs)),
@@ -126,7 +126,7 @@ def recipe_rows(recipe, run: RunDir) -> TrainingRows:
 def gather_rows(
     train_refs: list[str],
     val_refs: list[str],
-    replay: tuple[str, float] | None,
+    replay,  # a ReplayConfig, or None
     run: RunDir,
     model: str,
     *,
@@ -147,14 +147,14 @@ def gather_rows(
     replay_rows: list[dict] = []
     ratio = 0.0
     if replay is not None:
-        source = replay[0]
+        source = replay.source
         if source == SELF_REPLAY:
             from specialize.train.replay import self_replay_file
 
-            source = str(self_replay_file(model))
+            source = str(self_replay_file(model, rows=replay.rows))
         replay_set = resolve_dataset(source, run, model)
         datasets.append(replay_set)
-        replay_rows, ratio = replay_set.rows("train"), replay[1]
+        replay_rows, ratio = replay_set.rows("train"), replay.ratio
     per_epoch = [replay_mix(task, replay_rows, ratio, seed=seed + epoch) for epoch in range(epochs)]
     rows = [row for epoch_rows in per_epoch for row in epoch_rows]
     return TrainingRows(rows, val, epochs, len(per_epoch[0]), datasets)

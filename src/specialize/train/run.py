@@ -99,7 +99,10 @@ def _execute(recipe: RecipeConfig, run: RunDir, *, resume_from: str | None, prog
     if _is_main() and not outcome.nonfinite and recipe.retention.suite != "none":
         summary["retention"] = measure_retention_after(recipe, run, progress=progress)
     if _is_main():
+        if not outcome.nonfinite:
+            _record_samples(recipe, run)
         _record_end(run, status, summary, time.monotonic() - started)
+        _write_report(run)
     if outcome.nonfinite:
         kept = [p.name for p in complete_checkpoints(run.checkpoints)]
         raise TrainingError(
@@ -137,6 +140,37 @@ def measure_retention_after(recipe: RecipeConfig, run: RunDir, *, progress: bool
         "drift_kl": report["drift"]["kl"]["mean"],
         "general_perplexity": report["general_perplexity"],
     }
+
+
+def _record_samples(recipe: RecipeConfig, run: RunDir) -> None:
+    """Base and tuned answers to a few validation chats of the run's own data, for its report."""
+    import json
+
+    from specialize.track.report import write_samples
+
+    rows = []
+    for manifest in _data_manifests(run):
+        body = json.loads(Path(manifest["path"]).read_text())
+        if any("/replay/" in item["path"] for item in body["inputs"]):
+            continue  # general replay data, not the task
+        val = Path(manifest["path"]).parent / "val.jsonl"
+        if val.is_file():
+            rows += [json.loads(line) for line in val.read_text().splitlines()[:10] if line]
+    write_samples(recipe.model, run, rows)
+
+
+def _write_report(run: RunDir) -> None:
+    from specialize.track.report import write_run_report
+
+    try:
+        log.info("report: %s", write_run_report(run.path))
+    except Exception as exc:  # the run's files are complete; `specialize runs report` can retry
+        log.warning(
+            "the run's report was not written (%s: %s); run `specialize runs report %s`",
+            type(exc).__name__,
+            exc,
+            run.path,
+        )
 
 
 def _record_start(

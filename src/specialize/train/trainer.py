@@ -80,11 +80,21 @@ def to_trl_args(recipe: RecipeConfig, run: RunDir, precision: Precision, plan: P
         logging_nan_inf_filter=False,  # a NaN must reach the guard, not be averaged away
         include_num_input_tokens_seen="non_padding",
         padding_free=t.padding_free,
-        report_to=[],
+        report_to=_trackers(recipe, run),
         disable_tqdm=True,
         dataloader_num_workers=0,
         dataloader_pin_memory=_cuda(),
     )
+
+
+def _trackers(recipe: RecipeConfig, run: RunDir) -> list[str]:
+    """The trainer's own report_to integrations; TensorBoard writes inside the run directory."""
+    import os
+
+    if "tensorboard" in recipe.output.report_to:
+        # transformers' TensorBoardCallback reads its folder from this variable only.
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.path / "tensorboard")
+    return list(recipe.output.report_to)
 
 
 def _cuda() -> bool:

@@ -139,13 +139,13 @@ def test_replay_is_mixed_into_every_epoch(tiny_model_dir, tmp_path):
         )
     )
     from specialize.track.rundir import new_run_dir
+    from specialize.train.config import ReplayConfig
     from specialize.train.datasets import gather_rows
     from tests.conftest import SUPPORT_DATA
 
     run = new_run_dir("replay", tmp_path / "r")
-    rows = gather_rows(
-        [str(SUPPORT_DATA)], [], (str(general), 0.25), run, str(tiny_model_dir), epochs=2, seed=1
-    )
+    replay = ReplayConfig(source=str(general), ratio=0.25)
+    rows = gather_rows([str(SUPPORT_DATA)], [], replay, run, str(tiny_model_dir), epochs=2, seed=1)
     first, second = rows.train[: rows.rows_per_epoch], rows.train[rows.rows_per_epoch :]
     replayed = [sum("text" in r for r in epoch) for epoch in (first, second)]
     assert replayed[0] == replayed[1] == round(rows.rows_per_epoch * 0.25)

@@ -1,0 +1,36 @@
+"""`specialize demo`: the whole product, end to end, on the default model and the Nordvik example."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from specialize.home import home_dir
+
+console = Console(highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo")
+    def demo_cmd(
+        out: Path | None = typer.Option(None, help="Demo folder; default: $SPECIALIZE_HOME/demo."),
+        quick: bool = typer.Option(
+            False, help="A few items and steps: minutes, numbers that mean little."
+        ),
+        example: Path | None = typer.Option(
+            None, help="Example folder (default: examples/nordvik)."
+        ),
+        progress: bool = typer.Option(True, help="Show progress bars."),
+    ) -> None:
+        """Prepare data, climb the ladder, tune with replay and a retention budget, climb again, report.
+
+        Finished steps are re-used on a re-run (keyed by content hashes)."""
+        from specialize.demo.pipeline import run_demo
+        from specialize.demo.report import print_summary
+
+        summary = run_demo(
+            out or home_dir() / "demo", example=example, quick=quick, progress=progress
+        )
+        print_summary(summary, console)

@@ -1,0 +1,162 @@
+"""The demo's report: one HTML page (ladder, retention, curves, answers, provenance) and the
+terminal summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from specialize.artifacts import atomic_write_text
+from specialize.ladder.report import ladder_section, ladder_table
+from specialize.track.html import page, paragraph, section, table
+from specialize.track.report import curve_images, retention_section
+from specialize.track.rundir import open_run_dir
+
+
+def write_report(summary: dict, baseline: dict, final: dict) -> Path:
+    """Write report.html in the demo folder; return its path."""
+    out = Path(summary["out"])
+    run = Path(summary["run"])
+    record = json.loads((run / "run.json").read_text())
+    retention = _read(run / "retention.json")
+    manifest = json.loads((Path(summary["data"]) / "manifest.json").read_text())
+    html = page(
+        "specialize demo: Nordvik Bank support",
+        _steps(summary, record, retention),
+        _data(summary, manifest),
+        ladder_section(final),
+        _verdicts(baseline, final),
+        retention_section(retention),
+        _training(run, record),
+        _provenance(summary, final, run),
+        subtitle=(
+            f"model {summary['model']['ref']} ({summary['model']['content_hash'][:12]})"
+            + (
+                " - QUICK MODE: few items and steps, the numbers mean little"
+                if summary["quick"]
+                else ""
+            )
+        ),
+    )
+    path = out / "report.html"
+    atomic_write_text(path, html)
+    return path
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def step_rows(summary: dict, record: dict, retention: dict | None) -> list[list]:
+    """Steps with their time; training and the retention suite are shown apart."""
+    rows = []
+    for step in summary["steps"]:
+        rows.append(
+            [step["name"], round(step["seconds"], 1), "re-used" if step["reused"] else "ran"]
+        )
+    if retention:
+        rows.append(
+            ["  of which the retention suite (core, base and tuned)", retention["seconds"], ""]
+        )
+    return rows
+
+
+def _steps(summary: dict, record: dict, retention: dict | None) -> str:
+    rows = step_rows(summary, record, retention)
+    total = sum(s["seconds"] for s in summary["steps"])
+    return section(
+        "Steps and time",
+        table(["step", "seconds (when it ran)", "this time"], rows),
+        paragraph(
+            f"Total {total / 60:.1f} minutes of step time; re-used steps cost nothing on a re-run."
+        ),
+    )
+
+
+def _data(summary: dict, manifest: dict) -> str:
+    counts = manifest["counts"]
+    rows = [[k, v] for k, v in counts.items() if not isinstance(v, dict)]
+    hashes = [
+        [name, info.get("sha256", "")[:16], info.get("rows", "")]
+        for name, info in manifest["outputs"].items()
+    ]
+    return section(
+        "Data",
+        table(["count", "value"], rows),
+        table(["file", "sha256 (16)", "rows"], hashes),
+        paragraph(f"Data report: {Path(summary['data']) / 'report.html'}", "muted"),
+    )
+
+
+def _verdicts(baseline: dict, final: dict) -> str:
+    rows = []
+    for name, task in final["tasks"].items():
+        before = baseline["tasks"][name]["decision"]
+        rows.append(
+            [
+                name,
+                before["recommended"],
+                task["decision"]["recommended"],
+                task["decision"]["reason"],
+            ]
+        )
+    return section(
+        "What the ladder says",
+        table(
+            ["task", "recommended before tuning", "recommended with the tuned rungs", "why"], rows
+        ),
+    )
+
+
+def _training(run: Path, record: dict) -> str:
+    outcome = record.get("outcome", {})
+    chosen = "; ".join(
+        f"{k}: {v}" for k, v in (outcome.get("chosen") or {}).items() if k != "probe"
+    )
+    return section(
+        "Training",
+        *curve_images(open_run_dir(run)),
+        paragraph(
+            f"Stopped: {outcome.get('stop_reason', '?')}. Chosen: {chosen}. "
+            f"Run time {record.get('duration_s', 0):.0f} s, retention included. "
+            f"The run's own report: {run / 'report.html'}"
+        ),
+    )
+
+
+def _provenance(summary: dict, final: dict, run: Path) -> str:
+    files = [
+        ["data manifest", str(Path(summary["data"]) / "manifest.json")],
+        ["ladder before tuning", summary["baseline_ladder"]],
+        ["ladder after tuning", summary["ladder"]],
+        *[
+            [f"rung {r}", info["eval_file"]]
+            for r, info in next(iter(final["tasks"].values()))["rungs"].items()
+        ],
+        ["run record", str(run / "run.json")],
+        ["resolved recipe", str(run / "config.yaml")],
+        ["training curves", str(run / "metrics.jsonl")],
+        ["retention", str(run / "retention.json")],
+        ["environment", str(run / "env.json")],
+        ["step ledger", str(Path(summary["out"]) / "steps.json")],
+    ]
+    return section("Where every number came from", table(["what", "file"], files))
+
+
+def print_summary(summary: dict, console) -> None:
+    """Print the steps, the final ladder and retention to the terminal."""
+    from rich.table import Table
+
+    run = Path(summary["run"])
+    record = json.loads((run / "run.json").read_text())
+    retention = _read(run / "retention.json")
+    steps = Table(title="Steps")
+    for column in ("step", "seconds", "this time"):
+        steps.add_column(column)
+    for row in step_rows(summary, record, retention):
+        steps.add_row(*[str(c) for c in row])
+    console.print(steps)
+    console.print(ladder_table(json.loads(Path(summary["ladder"]).read_text())))
+    if retention:
+        console.print(f"retention (core): {retention['verdict']}")
+    console.print(f"report: {summary['report']}")

@@ -1,0 +1,65 @@
+"""The local web app: one FastAPI factory for the dashboard (runs, reports, comparisons) and, as
+they arrive, the preference-comparison page and the model endpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import HTMLResponse
+
+from specialize.errors import SpecializeError
+
+STATIC = Path(__file__).with_name("static")
+
+
+def create_app() -> FastAPI:
+    """Return the app; state lives in $SPECIALIZE_HOME (registry and run directories)."""
+    app = FastAPI(title="specialize", docs_url=None, redoc_url=None)
+    _dashboard_routes(app)
+    return app
+
+
+def _dashboard_routes(app: FastAPI) -> None:
+    from specialize.track import runs as track_runs
+    from specialize.track.report import REPORT_FILE, compare_page, write_run_report
+
+    @app.get("/", response_class=HTMLResponse)
+    def runs_page() -> str:
+        return (STATIC / "runs.html").read_text(encoding="utf-8")
+
+    @app.get("/api/runs")
+    def runs_api(
+        base: str | None = None, method: str | None = None, tag: str | None = None
+    ) -> list[dict]:
+        return track_runs.list_rows(base=base, method=method, tag=tag)
+
+    @app.get("/runs/{run_id}/report", response_class=HTMLResponse)
+    def report(run_id: str) -> str:
+        run = _run(run_id)  # by registry id only: never a path from the request
+        path = Path(run["path"]) / REPORT_FILE
+        if not path.is_file():
+            path = write_run_report(run["path"])
+        return path.read_text(encoding="utf-8")
+
+    @app.get("/compare", response_class=HTMLResponse)
+    def compare(run: list[str] = Query(...)) -> str:
+        if len(run) < 2:
+            raise HTTPException(400, "choose two or more runs to compare")
+        ids = [_run(r)["id"] for r in run]
+        return compare_page(track_runs.compare(ids))
+
+    def _run(run_id: str) -> dict:
+        matches = [r for r in track_runs.list_rows() if r["id"] == run_id]
+        if not matches:
+            raise HTTPException(404, f"no run with id {run_id!r}")
+        try:
+            return track_runs.find_run(matches[0]["id"])
+        except SpecializeError as exc:
+            raise HTTPException(404, exc.one_line()) from exc
+
+
+def serve(host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
