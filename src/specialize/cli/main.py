@@ -9,6 +9,7 @@ import warnings
 
 import typer
 
+from specialize.cli import adapters as adapters_cli
 from specialize.cli import config as config_cli
 from specialize.cli import data as data_cli
 from specialize.cli import demo as demo_cli
@@ -31,12 +32,14 @@ app.add_typer(models_cli.app, name="models")
 app.add_typer(config_cli.app, name="config")
 app.add_typer(data_cli.app, name="data")
 app.add_typer(runs_cli.app, name="runs")
+app.add_typer(adapters_cli.app, name="adapters")
 generate_cli.register(app)
 train_cli.register(app)
 eval_cli.register(app)
 ladder_cli.register(app)
 demo_cli.register(app)
 runs_cli.register_ui(app)
+adapters_cli.register_serve(app)
 
 _state = {"debug": False}
 

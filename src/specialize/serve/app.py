@@ -13,10 +13,16 @@ from specialize.errors import SpecializeError
 STATIC = Path(__file__).with_name("static")
 
 
-def create_app() -> FastAPI:
-    """Return the app; state lives in $SPECIALIZE_HOME (registry and run directories)."""
+def create_app(host=None, limits=None) -> FastAPI:
+    """Return the app; state lives in $SPECIALIZE_HOME (registry and run directories).
+
+    With a ModelHost, the OpenAI-compatible endpoints (and their limits) are mounted too."""
     app = FastAPI(title="specialize", docs_url=None, redoc_url=None)
     _dashboard_routes(app)
+    if host is not None:
+        from specialize.serve.openai_api import Limits, add_openai_routes
+
+        add_openai_routes(app, host, limits or Limits())
     return app
 
 
@@ -59,7 +65,7 @@ def _dashboard_routes(app: FastAPI) -> None:
             raise HTTPException(404, exc.one_line()) from exc
 
 
-def serve(host: str, port: int) -> None:
+def serve(bind: str, port: int, *, model_host=None, limits=None) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(model_host, limits), host=bind, port=port, log_level="warning")

@@ -1,4 +1,4 @@
-"""The registry: one SQLite file under the home for runs (and later adapters and feedback).
+"""The registry: one SQLite file under the home for runs and adapters (and later feedback).
 
 Schema changes are append-only migrations: a new function at the end of MIGRATIONS; the file's
 `user_version` says how many have run, so an old registry opens and upgrades.
@@ -37,7 +37,26 @@ def _m001_runs(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_runs]
+def _m002_adapters(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE adapters (
+            name TEXT PRIMARY KEY,
+            path TEXT NOT NULL,
+            base_model TEXT NOT NULL,
+            base_hash TEXT NOT NULL,
+            method TEXT,
+            run_id TEXT,
+            data_hash TEXT,
+            hyperparameters_json TEXT NOT NULL DEFAULT '{}',
+            scores_json TEXT NOT NULL DEFAULT '{}',
+            size_bytes INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            tags_json TEXT NOT NULL DEFAULT '[]'
+        )"""
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_runs, _m002_adapters]
 
 
 @contextlib.contextmanager

@@ -102,6 +102,8 @@ def _execute(recipe: RecipeConfig, run: RunDir, *, resume_from: str | None, prog
         if not outcome.nonfinite:
             _record_samples(recipe, run)
         _record_end(run, status, summary, time.monotonic() - started)
+        if status == "finished":
+            _register_adapter(run)
         _write_report(run)
     if outcome.nonfinite:
         kept = [p.name for p in complete_checkpoints(run.checkpoints)]
@@ -159,6 +161,16 @@ def _record_samples(recipe: RecipeConfig, run: RunDir) -> None:
     write_samples(recipe.model, run, rows)
 
 
+def _register_adapter(run: RunDir) -> None:
+    """Put the run's adapter in the adapter registry under the run's name."""
+    from specialize.adapters.registry import register_run
+
+    entry = register_run(run.path, run.record())
+    if entry is not None:
+        run.update_record(adapter_name=entry["name"])
+        log.info("adapter registered as %r", entry["name"])
+
+
 def _write_report(run: RunDir) -> None:
     from specialize.track.report import write_run_report
 
@@ -212,7 +224,12 @@ def _record_end(run: RunDir, status: str, summary: dict, seconds: float) -> None
     data = _data_manifests(run)
     finished = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     run.update_record(
-        status=status, finished=finished, duration_s=round(seconds, 1), outcome=summary, data=data
+        status=status,
+        finished=finished,
+        duration_s=round(seconds, 1),
+        outcome=summary,
+        data=data,
+        data_hash=_data_hash(data),
     )
     registry.update_run(
         run.id,

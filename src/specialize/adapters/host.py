@@ -1,0 +1,136 @@
+"""One base model in memory with any number of registered adapters on it (PEFT multi-adapter),
+switched per request without reloading the base. The base alone stays reachable as "base".
+
+The active adapter is state of the one model object, so generation holds a lock from switching
+to the last token: requests for different adapters can never mix. Throughput comes from replicas
+(or vLLM multi-LoRA on GPUs), not from sharing one CPU model between threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from specialize.adapters import registry as adapters
+from specialize.errors import ModelError, NotFoundError
+from specialize.models.generation import GenerationSettings, render_prompt_ids, stream_reply
+
+BASE = "base"
+
+
+@dataclass
+class Reply:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" or "length", as OpenAI names them
+
+
+class ModelHost:
+    def __init__(self, model_ref: str, adapter_names: list[str] = ()):
+        from specialize.models.loading import content_hash, load_model, resolve_model
+
+        resolved = resolve_model(model_ref)
+        self.model_ref = model_ref
+        self.base_hash = content_hash(resolved.path)
+        self.model, self.tokenizer = load_model(resolved)
+        self.adapters: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        for name in adapter_names:
+            self.load(name)
+
+    # --- adapters -------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return [BASE, *self.adapters]
+
+    def load(self, name: str) -> dict:
+        """Load a registered adapter by name (never by a path from a request)."""
+        from peft import PeftModel
+
+        entry = adapters.get(name)
+        if entry["base_hash"] != self.base_hash:
+            raise ModelError(
+                f"adapter {name!r} was trained on another base ({entry['base_model']}, "
+                f"{entry['base_hash'][:12]}), not on the served {self.model_ref} ({self.base_hash[:12]})",
+                fix="serve it with its own base model",
+            )
+        with self._lock:
+            if name in self.adapters:
+                return entry
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(entry["path"], adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, entry["path"], adapter_name=name)
+            self.model.eval()
+            self.adapters[name] = entry
+        return entry
+
+    def unload(self, name: str) -> None:
+        with self._lock:
+            if name not in self.adapters:
+                raise NotFoundError(
+                    f"adapter {name!r} is not loaded",
+                    fix=f"loaded: {', '.join(self.adapters) or 'none'}",
+                )
+            others = [n for n in self.adapters if n != name]
+            if others:
+                self.model.set_adapter(others[0])  # PEFT cannot delete the active adapter
+            self.model.delete_adapter(name)
+            del self.adapters[name]
+
+    @contextlib.contextmanager
+    def selected(self, name: str):
+        """Hold the model with `name` active (base: adapters disabled) until the block ends."""
+        if name != BASE and name not in self.adapters:
+            raise NotFoundError(
+                f"model {name!r} is not served", fix=f"use one of: {', '.join(self.names())}"
+            )
+        with self._lock:
+            if not self.adapters:
+                yield self.model
+            elif name == BASE:
+                with self.model.disable_adapter():
+                    yield self.model
+            else:
+                self.model.set_adapter(name)
+                yield self.model
+
+    # --- generation -----------------------------------------------------------------------
+
+    def chat(self, name: str, messages: list[dict], settings: GenerationSettings) -> Reply:
+        return self._generate(name, render_prompt_ids(self.tokenizer, messages), settings)
+
+    def complete(self, name: str, prompt: str, settings: GenerationSettings) -> Reply:
+        return self._generate(name, self.tokenizer(prompt)["input_ids"], settings)
+
+    def _generate(self, name: str, ids: list[int], settings: GenerationSettings) -> Reply:
+        import torch
+
+        tensor = torch.tensor([ids])
+        with self.selected(name) as model:
+            if settings.seed is not None:
+                torch.manual_seed(settings.seed)
+            with torch.inference_mode():
+                out = model.generate(
+                    input_ids=tensor.to(model.device),
+                    attention_mask=torch.ones_like(tensor).to(model.device),
+                    **settings.to_generate_kwargs(self.tokenizer),
+                )
+        new = out[0, len(ids) :].tolist()
+        ended = bool(new) and new[-1] == self.tokenizer.eos_token_id
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        finish = "length" if len(new) >= settings.max_new_tokens and not ended else "stop"
+        return Reply(text, len(ids), len(new), finish)
+
+    def stream_chat(
+        self, name: str, messages: list[dict], settings: GenerationSettings
+    ) -> Iterator[str]:
+        """Yield text pieces; the adapter stays selected until the stream ends or is closed."""
+        with self.selected(name) as model:
+            yield from stream_reply(model, self.tokenizer, messages, settings)
+
+    def prompt_tokens(self, messages: list[dict]) -> int:
+        return len(render_prompt_ids(self.tokenizer, messages))

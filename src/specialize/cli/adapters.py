@@ -1,0 +1,183 @@
+"""`specialize adapters list | show | register | tag | rm | merge | export | check` and `specialize serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from specialize.adapters import registry as adapters
+from specialize.errors import ConfigError
+from specialize.models.catalog import DEFAULT_MODEL
+
+app = typer.Typer(
+    help="Adapters: a registry of specialists on their base models.", no_args_is_help=True
+)
+console = Console(highlight=False, soft_wrap=True)
+
+
+@app.command("list")
+def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Every registered adapter: base, method, data, settings, scores, size."""
+    entries = adapters.list_all()
+    if as_json:
+        console.print_json(json.dumps(entries))
+        return
+    grid = Table(title=f"{len(entries)} adapter(s)")
+    for column in ("name", "base", "method", "settings", "val loss", "retention", "MiB", "tags"):
+        grid.add_column(column, overflow="fold")
+    for e in entries:
+        h, s = e["hyperparameters"], e["scores"]
+        grid.add_row(
+            e["name"],
+            f"{Path(e['base_model']).name} ({e['base_hash'][:8]})",
+            e["method"] or "",
+            f"r{h.get('r')} lr {h.get('learning_rate')}",
+            f"{s['best_val_loss']:.4g}" if s.get("best_val_loss") is not None else "",
+            s.get("retention_verdict") or "",
+            f"{e['size_bytes'] / 2**20:.1f}",
+            ",".join(e["tags"]),
+        )
+    console.print(grid)
+
+
+@app.command("show")
+def show_cmd(name: str) -> None:
+    """Everything recorded about one adapter."""
+    console.print_json(json.dumps(adapters.get(name)))
+
+
+@app.command("register")
+def register_cmd(
+    name: str = typer.Argument(..., help="Name to serve it under."),
+    path: Path = typer.Argument(..., help="PEFT adapter dir or run dir."),
+    model: str = typer.Option(
+        DEFAULT_MODEL, "--model", "-m", help="The base model it was trained on."
+    ),
+) -> None:
+    """Register an adapter; refused when its run says it was trained on another base."""
+    entry = adapters.register(name, path, base_model=model)
+    console.print(
+        f"registered {entry['name']} on {entry['base_model']} ({entry['base_hash'][:12]})"
+    )
+
+
+@app.command("tag")
+def tag_cmd(name: str, tag: str) -> None:
+    console.print(", ".join(adapters.tag(name, tag)))
+
+
+@app.command("rm")
+def rm_cmd(
+    name: str,
+    delete_files: bool = typer.Option(False, help="Also delete the adapter's folder."),
+) -> None:
+    """Remove an adapter from the registry (its files stay unless --delete-files)."""
+    entry = adapters.remove(name, delete_files=delete_files)
+    console.print(f"removed {entry['name']}")
+
+
+@app.command("merge")
+def merge_cmd(
+    name: str, out: Path = typer.Option(..., help="New folder for the merged model.")
+) -> None:
+    """Write base+adapter merged into one safetensors model (with tokenizer and chat template)."""
+    from specialize.adapters.export import merge
+
+    console.print(f"merged model: {merge(adapters.get(name), out)}")
+
+
+@app.command("export")
+def export_cmd(
+    name: str,
+    format: str = typer.Option(
+        "peft", help="peft (vLLM --enable-lora, PEFT) or merged (plain transformers)."
+    ),
+    out: Path = typer.Option(..., help="New folder for the export."),
+) -> None:
+    """Export for other tools; the chat template travels with it."""
+    from specialize.adapters.export import export_peft, merge
+
+    if format not in ("peft", "merged"):
+        raise ConfigError([f"--format {format!r}: expected peft or merged"])
+    entry = adapters.get(name)
+    path = export_peft(entry, out) if format == "peft" else merge(entry, out)
+    console.print(f"{format} export: {path}")
+
+
+@app.command("check")
+def check_cmd(
+    names: list[str] = typer.Argument(..., help="Adapters to serve together (two or more)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model."),
+    items: int = typer.Option(20, help="Retention (core) items per adapter."),
+) -> None:
+    """Interference check: each adapter's answers on its own validation chats and on core items are
+    the same when served among the others as when served alone."""
+    from specialize.adapters.check import interference
+
+    report = interference(model, names, core_items_count=items)
+    grid = Table(title="Interference check (greedy answers, alone vs among others)")
+    for column in (
+        "adapter",
+        "own items same",
+        "core items same",
+        "own score alone/among",
+        "core score alone/among",
+    ):
+        grid.add_column(column)
+    for name, row in report["adapters"].items():
+        grid.add_row(
+            name,
+            f"{row['own']['same']}/{row['own']['n']}",
+            f"{row['core']['same']}/{row['core']['n']}",
+            f"{row['own']['alone']:.3f} / {row['own']['among']:.3f}",
+            f"{row['core']['alone']:.3f} / {row['core']['among']:.3f}",
+        )
+    console.print(grid)
+    console.print(report["verdict"])
+    if not report["identical"]:
+        raise typer.Exit(1)
+
+
+def register_serve(root: typer.Typer) -> None:
+    @root.command("serve")
+    def serve_cmd(
+        model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model reference."),
+        adapter: list[str] = typer.Option(
+            [], help="NAME (registered) or NAME=RUN_DIR (registered now); repeatable."
+        ),
+        host: str = typer.Option("127.0.0.1", help="Address to bind."),
+        port: int = typer.Option(8000, help="Port."),
+        api_key: str | None = typer.Option(
+            None, help="Require 'Authorization: Bearer KEY' (or SPECIALIZE_API_KEY)."
+        ),
+        max_tokens: int = typer.Option(512, help="Most tokens one request may ask for."),
+        max_body_bytes: int = typer.Option(1_000_000, help="Largest request body."),
+        max_in_flight: int = typer.Option(8, help="Requests running or queued; more get 429."),
+    ) -> None:
+        """OpenAI-compatible server: the base and every adapter on one loaded base model."""
+        from specialize.adapters.host import ModelHost
+        from specialize.serve.app import serve
+        from specialize.serve.openai_api import Limits
+
+        names = []
+        for spec in adapter:
+            name, sep, path = spec.partition("=")
+            if sep:
+                adapters.register(name, path, base_model=model, replace=True)
+            names.append(name)
+        key = api_key or os.environ.get("SPECIALIZE_API_KEY")
+        if host not in ("127.0.0.1", "localhost", "::1") and not key:
+            console.print("warning: serving beyond this machine without an API key (--api-key)")
+        model_host = ModelHost(model, names)
+        console.print(f"serving {', '.join(model_host.names())} on http://{host}:{port}/v1")
+        serve(
+            host,
+            port,
+            model_host=model_host,
+            limits=Limits(max_tokens, max_body_bytes, max_in_flight, key),
+        )
