@@ -54,7 +54,10 @@ def main() -> None:
         names.append(name)
     host = ModelHost(args.model, names)
     models = ["base", *names]
-    jobs = [(models[i % len(models)], PROMPTS[i % len(PROMPTS)]) for i in range(args.requests)]
+    jobs = [
+        (models[i % len(models)], PROMPTS[(i // len(models)) % len(PROMPTS)])
+        for i in range(args.requests)
+    ]
     settings = GenerationSettings(max_new_tokens=args.max_tokens)
 
     started = time.monotonic()

@@ -547,6 +547,30 @@ def _fill(rng: random.Random, category: str, priority: str, template: str) -> tu
     return message, "urgent" if abroad else priority
 
 
+def preference_rows(rng: random.Random) -> list[dict]:
+    """Helpful, correct, polite answers (chosen) against curt or wrong ones (rejected), for DPO.
+
+    Built from the training phrasings of every fact, so no eval question appears here."""
+    rows = []
+    for _, _, answers, sentence, phrasings in FACTS:
+        for question in phrasings[:2]:
+            wrong = sentence.replace(answers[0], _wrong(answers[0], rng)) if answers[0] in sentence else None
+            rejected = rng.choice([r for r in ("Check the website.", "I don't know.", wrong) if r])
+            rows.append({
+                "prompt": [{"role": "system", "content": POLICY_SYSTEM}, {"role": "user", "content": question}],
+                "chosen": [{"role": "assistant", "content": f"{sentence} Happy to help with anything else!"}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+            })
+    return rows
+
+
+def _wrong(answer: str, rng: random.Random) -> str:
+    digits = [c for c in answer if c.isdigit()]
+    if not digits:
+        return "twenty working days"
+    return answer.replace(digits[0], str((int(digits[0]) + rng.randint(1, 8)) % 10), 1)
+
+
 def _chat(system: str, user: str, assistant: str) -> dict:
     return {
         "messages": [
@@ -571,6 +595,11 @@ def generate(seed: int, out: Path) -> dict[str, int]:
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
         )
         counts[path.name] = len(rows)
+    preferences = preference_rows(random.Random(seed + 1))  # its own stream: the splits stay put
+    (out / "preferences.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in preferences), encoding="utf-8"
+    )
+    counts["preferences.jsonl"] = len(preferences)
     (out / "generator.json").write_text(
         json.dumps({"seed": seed, "docs_only_facts": docs_only, "rows": counts}, indent=2) + "\n",
         encoding="utf-8",

@@ -14,6 +14,7 @@ from specialize.cli import config as config_cli
 from specialize.cli import data as data_cli
 from specialize.cli import demo as demo_cli
 from specialize.cli import eval as eval_cli
+from specialize.cli import feedback as feedback_cli
 from specialize.cli import generate as generate_cli
 from specialize.cli import ladder as ladder_cli
 from specialize.cli import models as models_cli
@@ -33,6 +34,7 @@ app.add_typer(config_cli.app, name="config")
 app.add_typer(data_cli.app, name="data")
 app.add_typer(runs_cli.app, name="runs")
 app.add_typer(adapters_cli.app, name="adapters")
+app.add_typer(feedback_cli.app, name="feedback")
 generate_cli.register(app)
 train_cli.register(app)
 eval_cli.register(app)

@@ -1,5 +1,5 @@
-"""The local web app: one FastAPI factory for the dashboard (runs, reports, comparisons) and, as
-they arrive, the preference-comparison page and the model endpoints."""
+"""The local web app: one FastAPI factory for the dashboard (runs, reports, comparisons), the
+preference-comparison page, and the OpenAI-compatible model endpoints."""
 
 from __future__ import annotations
 
@@ -13,12 +13,17 @@ from specialize.errors import SpecializeError
 STATIC = Path(__file__).with_name("static")
 
 
-def create_app(host=None, limits=None) -> FastAPI:
+def create_app(host=None, limits=None, feedback=None) -> FastAPI:
     """Return the app; state lives in $SPECIALIZE_HOME (registry and run directories).
 
-    With a ModelHost, the OpenAI-compatible endpoints (and their limits) are mounted too."""
+    With a ModelHost, the OpenAI-compatible endpoints (and their limits) are mounted too; with a
+    FeedbackSession, the comparison page and its endpoints."""
     app = FastAPI(title="specialize", docs_url=None, redoc_url=None)
     _dashboard_routes(app)
+    if feedback is not None:
+        from specialize.serve.feedback_api import add_feedback_routes
+
+        add_feedback_routes(app, feedback)
     if host is not None:
         from specialize.serve.openai_api import Limits, add_openai_routes
 
@@ -65,7 +70,7 @@ def _dashboard_routes(app: FastAPI) -> None:
             raise HTTPException(404, exc.one_line()) from exc
 
 
-def serve(bind: str, port: int, *, model_host=None, limits=None) -> None:
+def serve(bind: str, port: int, *, model_host=None, limits=None, feedback=None) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(model_host, limits), host=bind, port=port, log_level="warning")
+    uvicorn.run(create_app(model_host, limits, feedback), host=bind, port=port, log_level="warning")

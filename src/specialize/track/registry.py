@@ -56,7 +56,43 @@ def _m002_adapters(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_runs, _m002_adapters]
+def _m003_feedback(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE feedback_pairs (
+            id TEXT PRIMARY KEY,
+            session TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            prompt_json TEXT NOT NULL,
+            first TEXT NOT NULL,
+            second TEXT NOT NULL,
+            first_source TEXT NOT NULL,
+            second_source TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE feedback_labels (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            pair_id TEXT NOT NULL REFERENCES feedback_pairs(id),
+            annotator TEXT NOT NULL,
+            choice TEXT NOT NULL CHECK (choice IN ('a', 'b', 'tie', 'both_bad')),
+            comment TEXT,
+            corrected TEXT,
+            created_at TEXT NOT NULL,
+            undone INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+    # One live label per person and pair: a double submission cannot count twice.
+    db.execute(
+        "CREATE UNIQUE INDEX one_label ON feedback_labels(pair_id, annotator) WHERE undone = 0"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _m001_runs,
+    _m002_adapters,
+    _m003_feedback,
+]
 
 
 @contextlib.contextmanager

@@ -34,7 +34,8 @@ def complete_checkpoints(checkpoints: Path) -> list[Path]:
 
 
 class MetricsLog(TrainerCallback):
-    """Appends step, epoch, loss, lr, grad norm, tokens/s and validation loss to metrics.jsonl."""
+    """Appends step, epoch, loss, lr, grad norm, tokens/s, validation loss (and DPO's reward margins
+    and accuracies) to metrics.jsonl."""
 
     def __init__(self, run: RunDir, epochs: int):
         self.run, self.epochs = run, epochs
@@ -58,11 +59,21 @@ class MetricsLog(TrainerCallback):
                 tokens_seen=state.num_input_tokens_seen,
             )
             self._last_tokens, self._last_time = state.num_input_tokens_seen, now
+            row.update(_preference_metrics(logs, ""))
         elif "eval_loss" in logs:
-            row.update(val_loss=logs["eval_loss"])
+            row.update(val_loss=logs["eval_loss"], **_preference_metrics(logs, "eval_"))
         else:
             return
         self.run.append_metrics(row)
+
+
+def _preference_metrics(logs: dict, prefix: str) -> dict:
+    """DPO's reward margins and accuracies (TRL logs them as rewards/*), under the same names."""
+    return {
+        ("val_" if prefix else "") + key[len(prefix) :]: value
+        for key, value in logs.items()
+        if key.startswith(prefix + "rewards/")
+    }
 
 
 class ProgressBar(TrainerCallback):

@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from specialize.config import Config, load_config
 from specialize.models.catalog import DEFAULT_MODEL
 
-Method = Literal["sft", "cpt"]
+Method = Literal["sft", "cpt", "dpo"]
 
 
 class ReplayConfig(Config):
@@ -144,6 +144,14 @@ class RetentionSection(Config):
     )
 
 
+class PreferenceSection(Config):
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description="DPO: how strongly the policy may move from the reference (higher: less).",
+    )
+
+
 class OutputSection(Config):
     dir: str | None = Field(
         None, description="Run directory; default: $SPECIALIZE_HOME/runs/<name>-<time>."
@@ -162,13 +170,14 @@ class RecipeConfig(Config):
     )
     method: Method = Field(
         ...,
-        description="sft: instruction tuning on chat data; cpt: continued pretraining on raw text.",
+        description="sft: instruction tuning on chat data; cpt: continued pretraining on raw text; dpo: preferences (prompt, chosen, rejected).",
     )
     data: DataSection
     adaptation: AdaptationSection = Field(default_factory=AdaptationSection)
     training: TrainingSection = Field(default_factory=TrainingSection)
     eval: EvalSection = Field(default_factory=EvalSection)
     retention: RetentionSection = Field(default_factory=RetentionSection)
+    preference: PreferenceSection = Field(default_factory=PreferenceSection)
     output: OutputSection = Field(default_factory=OutputSection)
 
     @model_validator(mode="after")

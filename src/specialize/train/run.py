@@ -21,6 +21,7 @@ from specialize.track.rundir import RunDir, new_run_dir, open_run_dir
 from specialize.train.callbacks import complete_checkpoints
 from specialize.train.config import RecipeConfig
 from specialize.train.cpt import train_cpt
+from specialize.train.dpo import train_dpo
 from specialize.train.precision import Precision, choose_precision
 from specialize.train.sft import train_sft
 from specialize.train.trainer import Outcome
@@ -28,7 +29,7 @@ from specialize.train.trainer import Outcome
 log = logging.getLogger(__name__)
 
 # One entry per method; a new method is one line here and one recipe module.
-METHODS: dict[str, Callable[..., Outcome]] = {"sft": train_sft, "cpt": train_cpt}
+METHODS: dict[str, Callable[..., Outcome]] = {"sft": train_sft, "cpt": train_cpt, "dpo": train_dpo}
 
 
 def train(recipe: RecipeConfig, *, progress: bool = True) -> RunDir:

@@ -42,13 +42,15 @@ def probing(recipe: RecipeConfig) -> bool:
     return recipe.retention.budget_points is not None or recipe.retention.max_drift is not None
 
 
-def to_trl_args(recipe: RecipeConfig, run: RunDir, precision: Precision, plan: Plan):
-    """Return TRL's SFTConfig for this recipe."""
+def to_trl_args(
+    recipe: RecipeConfig, run: RunDir, precision: Precision, plan: Plan, config_class=None, **extra
+):
+    """Return TRL's SFTConfig (or another TRL config class, with `extra` fields) for this recipe."""
     from trl import SFTConfig
 
     t, e = recipe.training, recipe.eval
     save_every = e.save_every_steps or e.every_steps
-    return SFTConfig(
+    fields = dict(
         output_dir=str(run.checkpoints),
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.scheduler if t.scheduler != "constant" else "constant_with_warmup",
@@ -85,6 +87,7 @@ def to_trl_args(recipe: RecipeConfig, run: RunDir, precision: Precision, plan: P
         dataloader_num_workers=0,
         dataloader_pin_memory=_cuda(),
     )
+    return (config_class or SFTConfig)(**(fields | extra))
 
 
 def _trackers(recipe: RecipeConfig, run: RunDir) -> list[str]:
@@ -126,6 +129,20 @@ def build_sft_trainer(
     """Return a TRL SFTTrainer over pre-tokenised rows, with our callbacks in place of the printers."""
     from trl import SFTTrainer
 
+    callbacks, guard, early, probe = our_callbacks(recipe, run, tokenizer, plan, progress)
+    trainer = SFTTrainer(
+        model=model,
+        args=to_trl_args(recipe, run, precision, plan),
+        train_dataset=Dataset.from_list(train),
+        eval_dataset=Dataset.from_list(val) if val else None,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    return _quiet(trainer, guard, early, probe)
+
+
+def our_callbacks(recipe: RecipeConfig, run: RunDir, tokenizer, plan: Plan, progress: bool):
+    """Metrics log, progress bar, checkpoint guard, early stopping and the retention probe."""
     guard = CheckpointGuard()
     callbacks = [MetricsLog(run, plan.epochs), ProgressBar(progress), guard]
     early = probe = None
@@ -137,14 +154,10 @@ def build_sft_trainer(
 
         probe = RetentionProbe(run, tokenizer, recipe.retention)
         callbacks.append(probe)
-    trainer = SFTTrainer(
-        model=model,
-        args=to_trl_args(recipe, run, precision, plan),
-        train_dataset=Dataset.from_list(train),
-        eval_dataset=Dataset.from_list(val) if val else None,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
+    return callbacks, guard, early, probe
+
+
+def _quiet(trainer, guard, early, probe) -> TrainerBundle:
     for noisy in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(noisy)
     return TrainerBundle(trainer, guard, early, probe)

@@ -24,7 +24,7 @@ def _user(row):
 def test_the_shipped_data_is_what_the_generator_writes_with_its_seed(tmp_path):
     seed = json.loads((NORDVIK / "data" / "generator.json").read_text())["seed"]
     generator.generate(seed, tmp_path)
-    for split in ("train", "val", "test"):
+    for split in ("train", "val", "test", "preferences"):
         assert (tmp_path / f"{split}.jsonl").read_bytes() == (
             NORDVIK / "data" / f"{split}.jsonl"
         ).read_bytes()

@@ -1,0 +1,80 @@
+"""Learning from preferences with DPO: the policy is the base plus a LoRA adapter; the reference
+is the same base with the adapter switched off (TRL does this when no ref_model is given), so no
+second copy of the model sits in memory."""
+
+from __future__ import annotations
+
+from datasets import Dataset
+
+from specialize.errors import ConfigError
+from specialize.models.loading import load_model
+from specialize.track.rundir import RunDir
+from specialize.train.adaptation import adapt
+from specialize.train.config import RecipeConfig
+from specialize.train.datasets import recipe_rows
+from specialize.train.precision import Precision
+from specialize.train.trainer import Outcome, _quiet, fit, our_callbacks, plan_steps, to_trl_args
+
+PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
+
+
+def train_dpo(
+    recipe: RecipeConfig,
+    run: RunDir,
+    precision: Precision,
+    *,
+    resume_from: str | None = None,
+    progress: bool = True,
+) -> Outcome:
+    from trl import DPOConfig, DPOTrainer
+
+    if recipe.adaptation.kind != "lora":
+        raise ConfigError(
+            [
+                "method dpo trains a LoRA adapter (the reference is the base with it off); set adaptation.kind: lora"
+            ]
+        )
+    if recipe.data.replay is not None:
+        raise ConfigError(
+            [
+                "data.replay mixes chat rows into training; DPO takes preference rows only: remove data.replay"
+            ]
+        )
+    model, tokenizer = load_model(recipe.model)
+    model = adapt(model, recipe.adaptation)
+    rows = recipe_rows(recipe, run)
+    train, val = _pairs(rows.train, "train"), _pairs(rows.val, "val")
+    plan = plan_steps(recipe, len(train), len(val), rows.epochs)
+    args = to_trl_args(
+        recipe,
+        run,
+        precision,
+        plan,
+        DPOConfig,
+        beta=recipe.preference.beta,
+        max_length=recipe.training.max_length,
+        padding_free=False,
+    )
+    callbacks, guard, early, probe = our_callbacks(recipe, run, tokenizer, plan, progress)
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=None,
+        args=args,
+        train_dataset=Dataset.from_list(train),
+        eval_dataset=Dataset.from_list(val) if val else None,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    bundle = _quiet(trainer, guard, early, probe)
+    return fit(bundle, run, plan, tokenizer, resume_from=resume_from, full=False)
+
+
+def _pairs(rows: list[dict], split: str) -> list[dict]:
+    wrong = [r for r in rows if not all(k in r for k in PREFERENCE_KEYS)]
+    if wrong:
+        raise ConfigError(
+            [
+                f"method dpo needs preference rows (prompt, chosen, rejected); {len(wrong)} {split} row(s) are not"
+            ]
+        )
+    return [{k: r[k] for k in PREFERENCE_KEYS} for r in rows]
