@@ -554,13 +554,27 @@ def preference_rows(rng: random.Random) -> list[dict]:
     rows = []
     for _, _, answers, sentence, phrasings in FACTS:
         for question in phrasings[:2]:
-            wrong = sentence.replace(answers[0], _wrong(answers[0], rng)) if answers[0] in sentence else None
+            wrong = (
+                sentence.replace(answers[0], _wrong(answers[0], rng))
+                if answers[0] in sentence
+                else None
+            )
             rejected = rng.choice([r for r in ("Check the website.", "I don't know.", wrong) if r])
-            rows.append({
-                "prompt": [{"role": "system", "content": POLICY_SYSTEM}, {"role": "user", "content": question}],
-                "chosen": [{"role": "assistant", "content": f"{sentence} Happy to help with anything else!"}],
-                "rejected": [{"role": "assistant", "content": rejected}],
-            })
+            rows.append(
+                {
+                    "prompt": [
+                        {"role": "system", "content": POLICY_SYSTEM},
+                        {"role": "user", "content": question},
+                    ],
+                    "chosen": [
+                        {
+                            "role": "assistant",
+                            "content": f"{sentence} Happy to help with anything else!",
+                        }
+                    ],
+                    "rejected": [{"role": "assistant", "content": rejected}],
+                }
+            )
     return rows
 
 

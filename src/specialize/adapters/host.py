@@ -51,6 +51,10 @@ class ModelHost:
         from peft import PeftModel
 
         entry = adapters.get(name)
+        if entry.get("method") == "reward":
+            raise ModelError(
+                f"adapter {name!r} is a reward model: it scores answers, it does not write them"
+            )
         if entry["base_hash"] != self.base_hash:
             raise ModelError(
                 f"adapter {name!r} was trained on another base ({entry['base_model']}, "

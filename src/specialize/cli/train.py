@@ -42,8 +42,14 @@ def register(app: typer.Typer) -> None:
         if chosen.get("checkpoint"):
             console.print(f"chosen: {chosen['checkpoint']} ({chosen['why']})")
         console.print(f"result: {outcome.get('result_dir')}")
+        if "held_out_preference_accuracy" in chosen:
+            console.print(
+                f"held-out preference accuracy: {chosen['held_out_preference_accuracy']:.3f}"
+            )
         retention = outcome.get("retention")
-        if retention:
+        if retention and "tasks" not in retention:
+            console.print(f"retention: not measured ({retention.get('why', 'suite none')})")
+        elif retention:
             deltas = ", ".join(
                 f"{name} {row['delta_points']:+.1f} pts [{row['delta_ci95_points'][0]:+.1f}, "
                 f"{row['delta_ci95_points'][1]:+.1f}]"

@@ -10,8 +10,10 @@ from specialize.train.config import AdaptationSection
 log = logging.getLogger(__name__)
 
 
-def adapt(model, adaptation: AdaptationSection):
-    """Return the model ready to train: wrapped with LoRA, fully trainable, or partly frozen."""
+def adapt(model, adaptation: AdaptationSection, task_type: str = "CAUSAL_LM"):
+    """Return the model ready to train: wrapped with LoRA, fully trainable, or partly frozen.
+
+    task_type SEQ_CLS (a reward model) also trains and saves the new score head beside the LoRA."""
     if adaptation.kind == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -21,7 +23,7 @@ def adapt(model, adaptation: AdaptationSection):
             lora_alpha=lora.alpha,
             lora_dropout=lora.dropout,
             target_modules=lora.target_modules,
-            task_type="CAUSAL_LM",
+            task_type=task_type,
         )
         return get_peft_model(model, config)
     for parameter in model.parameters():

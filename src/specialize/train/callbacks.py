@@ -68,11 +68,11 @@ class MetricsLog(TrainerCallback):
 
 
 def _preference_metrics(logs: dict, prefix: str) -> dict:
-    """DPO's reward margins and accuracies (TRL logs them as rewards/*), under the same names."""
+    """DPO's reward margins and accuracies (rewards/*) and GRPO's mean reward and KL, as TRL names them."""
     return {
         ("val_" if prefix else "") + key[len(prefix) :]: value
         for key, value in logs.items()
-        if key.startswith(prefix + "rewards/")
+        if key.startswith(prefix + "rewards/") or key in (prefix + "reward", prefix + "kl")
     }
 
 

@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from specialize.config import Config, load_config
 from specialize.models.catalog import DEFAULT_MODEL
 
-Method = Literal["sft", "cpt", "dpo"]
+Method = Literal["sft", "cpt", "dpo", "reward", "rl"]
 
 
 class ReplayConfig(Config):
@@ -150,6 +150,14 @@ class PreferenceSection(Config):
         gt=0,
         description="DPO: how strongly the policy may move from the reference (higher: less).",
     )
+    reward_model: str | None = Field(
+        None,
+        description="Run directory of a `method: reward` run: rl optimises against it; after dpo and rl "
+        "it judges the win rate of the tuned model over its start on held-out prompts.",
+    )
+    kl_beta: float = Field(0.05, ge=0, description="rl: weight of the KL penalty to the reference.")
+    group_size: int = Field(4, ge=2, description="rl: sampled answers per prompt (GRPO's group).")
+    max_new_tokens: int = Field(64, ge=1, description="rl and win rate: answer length.")
 
 
 class OutputSection(Config):
@@ -170,7 +178,7 @@ class RecipeConfig(Config):
     )
     method: Method = Field(
         ...,
-        description="sft: instruction tuning on chat data; cpt: continued pretraining on raw text; dpo: preferences (prompt, chosen, rejected).",
+        description="sft: instruction tuning on chat data; cpt: continued pretraining on raw text; dpo: preferences (prompt, chosen, rejected); reward: a reward model on preferences; rl: GRPO against a reward model.",
     )
     data: DataSection
     adaptation: AdaptationSection = Field(default_factory=AdaptationSection)
@@ -212,4 +220,6 @@ def resolve_paths(recipe: RecipeConfig, base: Path) -> RecipeConfig:
     if recipe.data.replay:
         recipe.data.replay.source = absolute(recipe.data.replay.source)
     recipe.model = absolute(recipe.model)
+    if recipe.preference.reward_model:
+        recipe.preference.reward_model = absolute(recipe.preference.reward_model)
     return recipe

@@ -23,13 +23,25 @@ from specialize.train.config import RecipeConfig
 from specialize.train.cpt import train_cpt
 from specialize.train.dpo import train_dpo
 from specialize.train.precision import Precision, choose_precision
+from specialize.train.reward import train_reward
+from specialize.train.rl import train_rl
 from specialize.train.sft import train_sft
 from specialize.train.trainer import Outcome
 
 log = logging.getLogger(__name__)
 
 # One entry per method; a new method is one line here and one recipe module.
-METHODS: dict[str, Callable[..., Outcome]] = {"sft": train_sft, "cpt": train_cpt, "dpo": train_dpo}
+METHODS: dict[str, Callable[..., Outcome]] = {
+    "sft": train_sft,
+    "cpt": train_cpt,
+    "dpo": train_dpo,
+    "reward": train_reward,
+    "rl": train_rl,
+}
+# A reward model scores text rather than writing it: generation-based retention does not apply.
+SCORERS = {"reward"}
+# Methods whose result the reward model judges against the starting point (win rate).
+JUDGED = {"dpo", "rl"}
 
 
 def train(recipe: RecipeConfig, *, progress: bool = True) -> RunDir:
@@ -97,10 +109,22 @@ def _execute(recipe: RecipeConfig, run: RunDir, *, resume_from: str | None, prog
         raise
     status = "failed" if outcome.nonfinite else "finished"
     summary = dict(outcome.__dict__)
-    if _is_main() and not outcome.nonfinite and recipe.retention.suite != "none":
+    if (
+        _is_main()
+        and not outcome.nonfinite
+        and recipe.method in JUDGED
+        and recipe.preference.reward_model
+    ):
+        summary["win_rate"] = _win_rate(recipe, run)
+    if recipe.method in SCORERS:
+        summary["retention"] = {
+            "suite": "none",
+            "why": "a reward model scores text; it does not generate",
+        }
+    elif _is_main() and not outcome.nonfinite and recipe.retention.suite != "none":
         summary["retention"] = measure_retention_after(recipe, run, progress=progress)
     if _is_main():
-        if not outcome.nonfinite:
+        if not outcome.nonfinite and recipe.method not in SCORERS:
             _record_samples(recipe, run)
         _record_end(run, status, summary, time.monotonic() - started)
         if status == "finished":
@@ -143,6 +167,32 @@ def measure_retention_after(recipe: RecipeConfig, run: RunDir, *, progress: bool
         "drift_kl": report["drift"]["kl"]["mean"],
         "general_perplexity": report["general_perplexity"],
     }
+
+
+def _win_rate(recipe: RecipeConfig, run: RunDir) -> dict:
+    """Reward-model win rate of the tuned model over its start, on the run's held-out prompts."""
+    import json
+
+    prompts = []
+    for manifest in _data_manifests(run):
+        val = Path(manifest["path"]).parent / "val.jsonl"
+        for line in val.read_text().splitlines() if val.is_file() else []:
+            row = json.loads(line)
+            prompt = row.get("prompt") or (row.get("messages") or [])[:-1]
+            if isinstance(prompt, list) and prompt:
+                prompts.append(prompt)
+    if not prompts:
+        return {"note": "no held-out prompts (the val split is empty)"}
+    from specialize.train.reward import win_rate
+
+    result = win_rate(recipe, run, prompts)
+    log.info(
+        "win rate over the start: %.3f [%.3f, %.3f], n=%d",
+        result["win_rate"],
+        *result["ci95"],
+        result["n"],
+    )
+    return result
 
 
 def _record_samples(recipe: RecipeConfig, run: RunDir) -> None:

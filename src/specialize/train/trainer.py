@@ -87,7 +87,10 @@ def to_trl_args(
         dataloader_num_workers=0,
         dataloader_pin_memory=_cuda(),
     )
-    return (config_class or SFTConfig)(**(fields | extra))
+    fields |= extra
+    # extra=None removes a field that another config class does not have (RewardConfig, GRPOConfig).
+    fields = {k: v for k, v in fields.items() if not (k in extra and extra[k] is None)}
+    return (config_class or SFTConfig)(**fields)
 
 
 def _trackers(recipe: RecipeConfig, run: RunDir) -> list[str]:
