@@ -4,8 +4,6 @@ second copy of the model sits in memory."""
 
 from __future__ import annotations
 
-from datasets import Dataset
-
 from specialize.errors import ConfigError
 from specialize.models.loading import load_model
 from specialize.track.rundir import RunDir
@@ -13,7 +11,7 @@ from specialize.train.adaptation import adapt
 from specialize.train.config import RecipeConfig
 from specialize.train.datasets import recipe_rows
 from specialize.train.precision import Precision
-from specialize.train.trainer import Outcome, _quiet, fit, our_callbacks, plan_steps, to_trl_args
+from specialize.train.trainer import Outcome, plan_steps, to_trl_args, train_with
 
 PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
 
@@ -43,7 +41,7 @@ def train_dpo(
     model, tokenizer = load_model(recipe.model)
     model = adapt(model, recipe.adaptation)
     rows = recipe_rows(recipe, run)
-    train, val = _pairs(rows.train, "train"), _pairs(rows.val, "val")
+    train, val = preference_pairs(rows.train, "train"), preference_pairs(rows.val, "val")
     plan = plan_steps(recipe, len(train), len(val), rows.epochs)
     args = to_trl_args(
         recipe,
@@ -55,21 +53,24 @@ def train_dpo(
         max_length=recipe.training.max_length,
         padding_free=False,
     )
-    callbacks, guard, early, probe = our_callbacks(recipe, run, tokenizer, plan, progress)
-    trainer = DPOTrainer(
+    outcome, _ = train_with(
+        DPOTrainer,
+        recipe,
+        run,
+        tokenizer,
+        plan,
+        train,
+        val,
+        progress=progress,
+        resume_from=resume_from,
         model=model,
         ref_model=None,
         args=args,
-        train_dataset=Dataset.from_list(train),
-        eval_dataset=Dataset.from_list(val) if val else None,
-        processing_class=tokenizer,
-        callbacks=callbacks,
     )
-    bundle = _quiet(trainer, guard, early, probe)
-    return fit(bundle, run, plan, tokenizer, resume_from=resume_from, full=False)
+    return outcome
 
 
-def _pairs(rows: list[dict], split: str) -> list[dict]:
+def preference_pairs(rows: list[dict], split: str) -> list[dict]:
     wrong = [r for r in rows if not all(k in r for k in PREFERENCE_KEYS)]
     if wrong:
         raise ConfigError(

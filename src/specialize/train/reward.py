@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 
-from datasets import Dataset
-
 from specialize.artifacts import atomic_write_json
 from specialize.errors import ConfigError
 from specialize.evaluate.stats import wilson
@@ -15,9 +13,9 @@ from specialize.track.rundir import RunDir
 from specialize.train.adaptation import adapt
 from specialize.train.config import RecipeConfig
 from specialize.train.datasets import recipe_rows
-from specialize.train.dpo import _pairs
+from specialize.train.dpo import preference_pairs
 from specialize.train.precision import Precision
-from specialize.train.trainer import Outcome, _quiet, fit, our_callbacks, plan_steps, to_trl_args
+from specialize.train.trainer import Outcome, plan_steps, to_trl_args, train_with
 
 ACCURACY_FILE = "preference_accuracy.json"
 
@@ -50,7 +48,7 @@ def train_reward(
     model, tokenizer = load_reward_model(recipe.model)
     model = adapt(model, recipe.adaptation, task_type="SEQ_CLS")
     rows = recipe_rows(recipe, run)
-    train, val = _pairs(rows.train, "train"), _pairs(rows.val, "val")
+    train, val = preference_pairs(rows.train, "train"), preference_pairs(rows.val, "val")
     plan = plan_steps(recipe, len(train), len(val), rows.epochs)
     args = to_trl_args(
         recipe,
@@ -61,22 +59,19 @@ def train_reward(
         max_length=recipe.training.max_length,
         padding_free=None,
     )
-    callbacks, guard, early, probe = our_callbacks(recipe, run, tokenizer, plan, progress)
-    trainer = RewardTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(train),
-        eval_dataset=Dataset.from_list(val) if val else None,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
-    outcome = fit(
-        _quiet(trainer, guard, early, probe),
+    outcome, trainer = train_with(
+        RewardTrainer,
+        recipe,
         run,
-        plan,
         tokenizer,
+        plan,
+        train,
+        val,
+        progress=progress,
         resume_from=resume_from,
         full=recipe.adaptation.kind != "lora",
+        model=model,
+        args=args,
     )
     if val:
         accuracy = preference_accuracy(trainer.model, tokenizer, val)

@@ -5,8 +5,6 @@ the adapter off."""
 
 from __future__ import annotations
 
-from datasets import Dataset
-
 from specialize.errors import ConfigError
 from specialize.models.loading import load_model
 from specialize.track.rundir import RunDir
@@ -14,7 +12,7 @@ from specialize.train.adaptation import adapt
 from specialize.train.config import RecipeConfig
 from specialize.train.datasets import recipe_rows
 from specialize.train.precision import Precision
-from specialize.train.trainer import Outcome, _quiet, fit, our_callbacks, plan_steps, to_trl_args
+from specialize.train.trainer import Outcome, plan_steps, to_trl_args, train_with
 
 
 def load_scorer(reward_run: str, model_ref: str):
@@ -77,24 +75,21 @@ def train_rl(
         padding_free=None,
         max_length=None,
     )
-    callbacks, guard, early, probe = our_callbacks(recipe, run, tokenizer, plan, progress)
-    trainer = GRPOTrainer(
+    outcome, _ = train_with(
+        GRPOTrainer,
+        recipe,
+        run,
+        tokenizer,
+        plan,
+        train,
+        val,
+        progress=progress,
+        resume_from=resume_from,
         model=model,
         reward_funcs=reward,
         args=args,
-        train_dataset=Dataset.from_list(train),
-        eval_dataset=Dataset.from_list(val) if val else None,
-        processing_class=tokenizer,
-        callbacks=callbacks,
     )
-    return fit(
-        _quiet(trainer, guard, early, probe),
-        run,
-        plan,
-        tokenizer,
-        resume_from=resume_from,
-        full=False,
-    )
+    return outcome
 
 
 def _prompts(rows: list[dict]) -> list[dict]:

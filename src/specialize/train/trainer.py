@@ -132,20 +132,36 @@ def build_sft_trainer(
     """Return a TRL SFTTrainer over pre-tokenised rows, with our callbacks in place of the printers."""
     from trl import SFTTrainer
 
-    callbacks, guard, early, probe = our_callbacks(recipe, run, tokenizer, plan, progress)
-    trainer = SFTTrainer(
+    args = to_trl_args(recipe, run, precision, plan)
+    return build_trainer(
+        SFTTrainer,
+        recipe,
+        run,
+        tokenizer,
+        plan,
+        train,
+        val,
+        progress=progress,
         model=model,
-        args=to_trl_args(recipe, run, precision, plan),
-        train_dataset=Dataset.from_list(train),
-        eval_dataset=Dataset.from_list(val) if val else None,
-        processing_class=tokenizer,
-        callbacks=callbacks,
+        args=args,
     )
-    return _quiet(trainer, guard, early, probe)
 
 
-def our_callbacks(recipe: RecipeConfig, run: RunDir, tokenizer, plan: Plan, progress: bool):
-    """Metrics log, progress bar, checkpoint guard, early stopping and the retention probe."""
+def build_trainer(
+    trainer_class,
+    recipe: RecipeConfig,
+    run: RunDir,
+    tokenizer,
+    plan: Plan,
+    train: list[dict],
+    val: list[dict],
+    *,
+    progress: bool,
+    **trainer_kwargs,
+) -> TrainerBundle:
+    """Return a TRL trainer of `trainer_class` over rows, with our callbacks in place of the
+    printers: metrics log, progress bar, checkpoint guard, early stopping, retention probe.
+    The methods differ only in the class and its own arguments (model, args, ref_model...)."""
     guard = CheckpointGuard()
     callbacks = [MetricsLog(run, plan.epochs), ProgressBar(progress), guard]
     early = probe = None
@@ -157,13 +173,37 @@ def our_callbacks(recipe: RecipeConfig, run: RunDir, tokenizer, plan: Plan, prog
 
         probe = RetentionProbe(run, tokenizer, recipe.retention)
         callbacks.append(probe)
-    return callbacks, guard, early, probe
-
-
-def _quiet(trainer, guard, early, probe) -> TrainerBundle:
+    trainer = trainer_class(
+        train_dataset=Dataset.from_list(train),
+        eval_dataset=Dataset.from_list(val) if val else None,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        **trainer_kwargs,
+    )
     for noisy in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(noisy)
     return TrainerBundle(trainer, guard, early, probe)
+
+
+def train_with(
+    trainer_class,
+    recipe,
+    run,
+    tokenizer,
+    plan,
+    train,
+    val,
+    *,
+    progress,
+    resume_from,
+    full=False,
+    **kwargs,
+):
+    """build_trainer, then fit; return (outcome, trainer)."""
+    bundle = build_trainer(
+        trainer_class, recipe, run, tokenizer, plan, train, val, progress=progress, **kwargs
+    )
+    return fit(bundle, run, plan, tokenizer, resume_from=resume_from, full=full), bundle.trainer
 
 
 @dataclass
