@@ -83,6 +83,17 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return data
 
 
+def resolve_against(base: Path, value: str | None) -> str | None:
+    """Return a relative path that exists under `base` made absolute; anything else (absolute
+    paths, aliases, hub ids, missing files that a later stage names) as given."""
+    if value is None:
+        return None
+    candidate = Path(value).expanduser()
+    if candidate.is_absolute() or not (base / candidate).exists():
+        return value
+    return str((base / candidate).resolve())
+
+
 def dump_config(config: Config) -> str:
     """Return the resolved config as YAML, in field order, for run directories."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from specialize.config import Config, load_config
+from specialize.config import Config, load_config, resolve_against
 from specialize.evaluate.metrics import GENERATIVE_METRICS
 from specialize.models.catalog import DEFAULT_MODEL
 
@@ -109,12 +109,7 @@ def load_ladder(path: str | Path, overrides: list[str] | None = None) -> LadderC
 
 def resolve_paths(config: LadderConfig, base: Path) -> LadderConfig:
     def absolute(value: str | None) -> str | None:
-        if value is None:
-            return None
-        candidate = Path(value).expanduser()
-        if candidate.is_absolute() or not (base / candidate).exists():
-            return value
-        return str((base / candidate).resolve())
+        return resolve_against(base, value)
 
     for task in config.tasks:
         task.data = absolute(task.data)

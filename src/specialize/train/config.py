@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from specialize.config import Config, load_config
+from specialize.config import Config, load_config, resolve_against
 from specialize.models.catalog import DEFAULT_MODEL
 
 Method = Literal["sft", "cpt", "dpo", "reward", "rl"]
@@ -209,11 +209,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeC
 def resolve_paths(recipe: RecipeConfig, base: Path) -> RecipeConfig:
     """Return the recipe with relative data and model paths made absolute against `base`."""
 
-    def absolute(value: str) -> str:
-        candidate = Path(value).expanduser()
-        if candidate.is_absolute() or not (base / candidate).exists():
-            return value  # absolute, an alias, or missing (the data stage names it)
-        return str((base / candidate).resolve())
+    def absolute(value: str | None) -> str | None:
+        return resolve_against(base, value)
 
     recipe.data.train = [absolute(p) for p in recipe.data.train]
     recipe.data.val = [absolute(p) for p in recipe.data.val]
