@@ -22,7 +22,7 @@ def write_report(summary: dict, baseline: dict, final: dict) -> Path:
     manifest = json.loads((Path(summary["data"]) / "manifest.json").read_text())
     html = page(
         "specialize demo: Nordvik Bank support",
-        _steps(summary, record, retention),
+        _steps(summary, retention),
         _data(summary, manifest),
         ladder_section(final),
         _verdicts(baseline, final),
@@ -47,7 +47,7 @@ def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def step_rows(summary: dict, record: dict, retention: dict | None) -> list[list]:
+def step_rows(summary: dict, retention: dict | None) -> list[list]:
     """Steps with their time; training and the retention suite are shown apart."""
     rows = []
     for step in summary["steps"]:
@@ -61,8 +61,8 @@ def step_rows(summary: dict, record: dict, retention: dict | None) -> list[list]
     return rows
 
 
-def _steps(summary: dict, record: dict, retention: dict | None) -> str:
-    rows = step_rows(summary, record, retention)
+def _steps(summary: dict, retention: dict | None) -> str:
+    rows = step_rows(summary, retention)
     total = sum(s["seconds"] for s in summary["steps"])
     return section(
         "Steps and time",
@@ -147,13 +147,11 @@ def print_summary(summary: dict, console) -> None:
     """Print the steps, the final ladder and retention to the terminal."""
     from rich.table import Table
 
-    run = Path(summary["run"])
-    record = json.loads((run / "run.json").read_text())
-    retention = _read(run / "retention.json")
+    retention = _read(Path(summary["run"]) / "retention.json")
     steps = Table(title="Steps")
     for column in ("step", "seconds", "this time"):
         steps.add_column(column)
-    for row in step_rows(summary, record, retention):
+    for row in step_rows(summary, retention):
         steps.add_row(*[str(c) for c in row])
     console.print(steps)
     console.print(ladder_table(json.loads(Path(summary["ladder"]).read_text())))
