@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from specialize.artifacts import atomic_write_json
 from specialize.errors import ModelError, NotFoundError, UserFileError
 from specialize.track import registry
 
@@ -88,6 +89,21 @@ def register_run(run_path: Path, record: dict) -> dict[str, Any] | None:
     return register(
         name, run_path, base_model=base.get("ref"), base_hash=base.get("content_hash"), run=run
     )
+
+
+def register_finished(run_path: str | Path) -> dict[str, Any] | None:
+    """Register a finished run's adapter and note its name in run.json; the caller of training
+    does this (train sits below adapters). Return the entry, or None when there is nothing to
+    register (the run failed, or it trained a full model)."""
+    run_path = Path(run_path)
+    record_path = run_path / "run.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    if record.get("status") != "finished":
+        return None
+    entry = register_run(run_path, record)
+    if entry is not None:
+        atomic_write_json(record_path, {**record, "adapter_name": entry["name"]})
+    return entry
 
 
 def check_name(name: str) -> None:

@@ -9,8 +9,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from specialize.adapters.registry import register_finished
 from specialize.artifacts import atomic_write_text
 from specialize.track import runs as track_runs
+from specialize.track.report import write_run_report
+from specialize.train.config import RecipeConfig
+from specialize.train.run import reproduce
 
 app = typer.Typer(
     help="Training runs: list, inspect, compare, report, reproduce, tag, remove.",
@@ -140,9 +144,7 @@ def compare_cmd(
 @app.command("report")
 def report_cmd(run: str = typer.Argument(..., help="Run id, name or directory.")) -> None:
     """(Re)write the run's self-contained report.html."""
-    from specialize.track.report import write_run_report
-
-    console.print(str(write_run_report(track_runs.find_run(run)["path"])))
+    console.print(str(write_run_report(track_runs.find_run(run)["path"], RecipeConfig)))
 
 
 @app.command("reproduce")
@@ -151,7 +153,8 @@ def reproduce_cmd(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Train again from the run's resolved config; refuses if its data changed since."""
-    new = track_runs.reproduce(run, progress=progress)
+    new = reproduce(run, progress=progress)
+    register_finished(new.path)
     console.print(f"reproduced into {new.path}")
 
 

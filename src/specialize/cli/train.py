@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from specialize.adapters.registry import register_finished
 from specialize.errors import ConfigError
 from specialize.train.config import load_recipe
 from specialize.train.run import resume, train
@@ -34,6 +35,7 @@ def register(app: typer.Typer) -> None:
             if resume_dir
             else train(load_recipe(recipe, set_), progress=progress)
         )
+        entry = register_finished(run.path)  # train sits below adapters: the caller registers
         record = run.record()
         outcome = record.get("outcome", {})
         console.print(f"run: {run.path}")
@@ -42,6 +44,8 @@ def register(app: typer.Typer) -> None:
         if chosen.get("checkpoint"):
             console.print(f"chosen: {chosen['checkpoint']} ({chosen['why']})")
         console.print(f"result: {outcome.get('result_dir')}")
+        if entry is not None:
+            console.print(f"adapter registered as {entry['name']!r}")
         if "held_out_preference_accuracy" in chosen:
             console.print(
                 f"held-out preference accuracy: {chosen['held_out_preference_accuracy']:.3f}"

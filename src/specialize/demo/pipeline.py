@@ -152,6 +152,7 @@ def _ladder(
 
 
 def _train(steps, example, out, data, model, model_hash, quick, progress) -> Path:
+    from specialize.adapters.registry import register_finished
     from specialize.train.config import load_recipe
     from specialize.train.run import resume, train
 
@@ -180,6 +181,7 @@ def _train(steps, example, out, data, model, model_hash, quick, progress) -> Pat
         else:
             shutil.rmtree(run_dir, ignore_errors=True)
             train(recipe, progress=progress)
+        register_finished(run_dir)
         return str(run_dir)
 
     def finished() -> bool:

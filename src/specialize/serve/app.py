@@ -34,6 +34,7 @@ def create_app(host=None, limits=None, feedback=None) -> FastAPI:
 def _dashboard_routes(app: FastAPI) -> None:
     from specialize.track import runs as track_runs
     from specialize.track.report import REPORT_FILE, compare_page, write_run_report
+    from specialize.train.config import RecipeConfig
 
     @app.get("/", response_class=HTMLResponse)
     def runs_page() -> str:
@@ -50,7 +51,7 @@ def _dashboard_routes(app: FastAPI) -> None:
         run = _run(run_id)  # by registry id only: never a path from the request
         path = Path(run["path"]) / REPORT_FILE
         if not path.is_file():
-            path = write_run_report(run["path"])
+            path = write_run_report(run["path"], RecipeConfig)
         return path.read_text(encoding="utf-8")
 
     @app.get("/compare", response_class=HTMLResponse)

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from specialize.artifacts import atomic_write_text
+from specialize.config import Config, build_config, config_diff
 from specialize.track.html import esc, image, page, paragraph, section, table
 from specialize.track.plots import curves_png
 from specialize.track.rundir import RunDir, open_run_dir
@@ -17,15 +18,19 @@ REPORT_FILE = "report.html"
 SAMPLES_FILE = "samples.json"
 
 
-def write_run_report(run_dir: str | Path) -> Path:
-    """Write report.html into the run directory; return its path."""
+def write_run_report(run_dir: str | Path, config_class: type[Config] | None = None) -> Path:
+    """Write report.html into the run directory; return its path.
+
+    `config_class` (the run's config, e.g. RecipeConfig, passed by the caller so that `track`
+    stays a leaf) lets the report show only the fields that differ from their defaults.
+    """
     run = open_run_dir(run_dir)
     record = run.record()
     html = page(
         f"Run {record.get('name', run.path.name)}",
         _summary(run, record),
         _data(record),
-        _config(run),
+        _config(run, config_class),
         _environment(run),
         curves_section(run),
         retention_section(_read(run.path / "retention.json")),
@@ -86,21 +91,32 @@ def _data(record: dict) -> str:
     return section("Data", table(["file", "path", "sha256 (16)", "rows"], rows))
 
 
-def _config(run: RunDir) -> str:
-    from specialize.config import build_config, config_diff
-    from specialize.train.config import RecipeConfig
-
-    recipe = build_config(RecipeConfig, yaml.safe_load(run.config.read_text()), source=run.config)
-    diff = config_diff(recipe)
+def _config(run: RunDir, config_class: type[Config] | None) -> str:
+    raw = yaml.safe_load(run.config.read_text()) or {}
+    if config_class is None:
+        diff = {k: ("", v) for k, v in _flat_config(raw).items()}
+        title = "Configuration (resolved)"
+    else:
+        diff = config_diff(build_config(config_class, raw, source=run.config))
+        title = "Configuration (differences from the defaults)"
     rows = [
         [field, json.dumps(default), json.dumps(value)]
         for field, (default, value) in sorted(diff.items())
     ]
     return section(
-        "Configuration (differences from the defaults)",
+        title,
         table(["field", "default", "this run"], rows),
         paragraph(f"Full resolved config: {run.config}", "muted"),
     )
+
+
+def _flat_config(value, prefix: str = "") -> dict:
+    if not isinstance(value, dict):
+        return {prefix.rstrip("."): value}
+    out: dict = {}
+    for key, inner in value.items():
+        out.update(_flat_config(inner, f"{prefix}{key}."))
+    return out
 
 
 def _environment(run: RunDir) -> str:
@@ -208,36 +224,6 @@ def _samples(samples: dict | None) -> str:
             + table(["model", "answer"], [["base", row["base"]], ["tuned", row["tuned"]]])
         )
     return section("Base and tuned answers (validation prompts, greedy)", *blocks)
-
-
-def write_samples(model_ref: str, run: RunDir, rows: list[dict], *, count: int = 3) -> None:
-    """Record base and tuned answers to the first few validation chats (for the report)."""
-    from specialize.artifacts import atomic_write_json
-    from specialize.evaluate.evaluation import load_for_eval
-    from specialize.evaluate.runner import generate_batch
-    from specialize.models.generation import GenerationSettings
-
-    chats = [
-        r["messages"]
-        for r in rows
-        if r.get("messages") and r["messages"][-1]["role"] == "assistant"
-    ][:count]
-    if not chats:
-        return
-    loaded = load_for_eval(model_ref, run.path)
-    prompts = [m[:-1] for m in chats]
-    settings = GenerationSettings(max_new_tokens=96)
-    tuned = generate_batch(loaded.model, loaded.tokenizer, prompts, settings)
-    if loaded.base_model is not None:
-        base = generate_batch(loaded.base_model, loaded.tokenizer, prompts, settings)
-    else:
-        with loaded.model.disable_adapter():
-            base = generate_batch(loaded.model, loaded.tokenizer, prompts, settings)
-    items = [
-        {"question": p[-1]["content"], "reference": m[-1]["content"], "base": b, "tuned": t}
-        for p, m, b, t in zip(prompts, chats, base, tuned, strict=True)
-    ]
-    atomic_write_json(run.path / SAMPLES_FILE, {"items": items})
 
 
 def compare_page(comparison: dict) -> str:

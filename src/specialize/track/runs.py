@@ -1,5 +1,5 @@
 """Runs as users see them: find one by id, name or path; list with filters; compare; remove;
-reproduce from the resolved config after checking the data still matches its recorded hashes."""
+check that a run's data still matches its recorded hashes (training reproduces it: train/run.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import json
 import shutil
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from specialize.artifacts import sha256_file
 from specialize.errors import DataError, NotFoundError
@@ -219,19 +217,3 @@ def _same(path: Path, sha: str) -> None:
             where=str(path),
             fix="restore the file as it was, or start a new run with `specialize train`",
         )
-
-
-def reproduce(ref: str, *, progress: bool = True):
-    """Re-run a run from its resolved config into a new run directory; return it."""
-    from specialize.config import build_config
-    from specialize.train.config import RecipeConfig
-    from specialize.train.run import train
-
-    run = find_run(ref)
-    path = Path(run["path"])
-    check_data_unchanged(path)
-    raw = yaml.safe_load((path / "config.yaml").read_text())
-    recipe = build_config(RecipeConfig, raw, source=path / "config.yaml")
-    recipe.output.dir = None
-    recipe.output.name = f"{run['name']}-repro"
-    return train(recipe, progress=progress)

@@ -127,8 +127,6 @@ def _execute(recipe: RecipeConfig, run: RunDir, *, resume_from: str | None, prog
         if not outcome.nonfinite and recipe.method not in SCORERS:
             _record_samples(recipe, run)
         _record_end(run, status, summary, time.monotonic() - started)
-        if status == "finished":
-            _register_adapter(run)
         _write_report(run)
     if outcome.nonfinite:
         kept = [p.name for p in complete_checkpoints(run.checkpoints)]
@@ -199,7 +197,7 @@ def _record_samples(recipe: RecipeConfig, run: RunDir) -> None:
     """Base and tuned answers to a few validation chats of the run's own data, for its report."""
     import json
 
-    from specialize.track.report import write_samples
+    from specialize.train.samples import write_samples
 
     rows = []
     for manifest in _data_manifests(run):
@@ -212,21 +210,11 @@ def _record_samples(recipe: RecipeConfig, run: RunDir) -> None:
     write_samples(recipe.model, run, rows)
 
 
-def _register_adapter(run: RunDir) -> None:
-    """Put the run's adapter in the adapter registry under the run's name."""
-    from specialize.adapters.registry import register_run
-
-    entry = register_run(run.path, run.record())
-    if entry is not None:
-        run.update_record(adapter_name=entry["name"])
-        log.info("adapter registered as %r", entry["name"])
-
-
 def _write_report(run: RunDir) -> None:
     from specialize.track.report import write_run_report
 
     try:
-        log.info("report: %s", write_run_report(run.path))
+        log.info("report: %s", write_run_report(run.path, RecipeConfig))
     except Exception as exc:  # the run's files are complete; `specialize runs report` can retry
         log.warning(
             "the run's report was not written (%s: %s); run `specialize runs report %s`",
@@ -331,6 +319,23 @@ def _data_hash(refs: list[dict]) -> str | None:
     from specialize.artifacts import sha256_text
 
     return sha256_text("".join(sorted(r["outputs"]["train"] for r in refs))) if refs else None
+
+
+def reproduce(ref: str, *, progress: bool = True) -> RunDir:
+    """Re-run a registered run from its resolved config into a new run directory; return it."""
+    from specialize.track.runs import check_data_unchanged, find_run
+
+    found = find_run(ref)
+    path = Path(found["path"])
+    check_data_unchanged(path)
+    recipe = build_config(
+        RecipeConfig,
+        yaml.safe_load((path / "config.yaml").read_text()),
+        source=path / "config.yaml",
+    )
+    recipe.output.dir = None
+    recipe.output.name = f"{found['name']}-repro"
+    return train(recipe, progress=progress)
 
 
 def _discard_partial_checkpoints(run: RunDir) -> None:
