@@ -65,22 +65,74 @@ def build_config(
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of `raw` with each `a.b=c` set; values are parsed as YAML scalars."""
+    """Return a copy of `raw` with each `a.b=c` set; values are parsed as YAML scalars.
+
+    A number after a list's name is an index into it: `data.train.0=x` replaces the first item,
+    `tasks.1.data=y` sets a field of the second; the index just past the end appends."""
     data = _deep_copy(raw)
     for item in overrides:
         if "=" not in item:
             raise ConfigError([f"--set {item!r}: expected KEY=VALUE, for example training.lr=1e-4"])
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
-        node = data
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-                node[part] = child
-            node = child
-        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+        node: Any = data
+        for depth, part in enumerate(parts[:-1]):
+            fresh: Any = [] if parts[depth + 1].isdigit() else {}
+            node = _child(node, part, fresh, key)
+        _set(node, parts[-1], yaml.safe_load(value) if value.strip() else None, key)
     return data
+
+
+def _child(node: Any, part: str, fresh: Any, key: str) -> Any:
+    """Return node[part], creating `fresh` where it is missing or not a container."""
+    if isinstance(node, list):
+        index = _index(node, part, key)
+        if index == len(node):
+            node.append(fresh)
+        elif not isinstance(node[index], dict | list):
+            node[index] = fresh
+        return node[index]
+    child = node.get(part)
+    if not isinstance(child, dict | list):
+        child = fresh
+        node[part] = child
+    return child
+
+
+def _set(node: Any, part: str, value: Any, key: str) -> None:
+    if isinstance(node, list):
+        index = _index(node, part, key)
+        if index == len(node):
+            node.append(value)
+        else:
+            node[index] = value
+    else:
+        node[part] = value
+
+
+def _index(items: list, part: str, key: str) -> int:
+    if not part.isdigit() or int(part) > len(items):
+        raise ConfigError(
+            [
+                f"--set {key}: {part!r} is not an index of a list of {len(items)} item(s) "
+                f"(use 0..{len(items)}, where {len(items)} appends)"
+            ]
+        )
+    return int(part)
+
+
+def locate(source: str | Path | None, field: str) -> str:
+    """Return where a dotted field is in a YAML file: file:line when the key is there, else the
+    file (or "config" for a config built in code)."""
+    if source is None:
+        return "config"
+    path = Path(source)
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except yaml.YAMLError:
+        node = None
+    line = _line_of(node, tuple(field.split(".")))
+    return f"{path}:{line}" if line else str(path)
 
 
 def resolve_against(base: Path, value: str | None) -> str | None:

@@ -85,7 +85,7 @@ def register_run(run_path: Path, record: dict) -> dict[str, Any] | None:
         return None
     base = record.get("base_model") or {}
     name = _free_name(_slug(record.get("name") or run_path.name), run_path / "adapter")
-    run = {**record, "id": run_path.name}
+    run = {**record, "id": record.get("id") or run_path.name}
     return register(
         name, run_path, base_model=base.get("ref"), base_hash=base.get("content_hash"), run=run
     )
@@ -104,6 +104,20 @@ def register_finished(run_path: str | Path) -> dict[str, Any] | None:
     if entry is not None:
         atomic_write_json(record_path, {**record, "adapter_name": entry["name"]})
     return entry
+
+
+def forget_run(run_id: str, run_path: str | Path) -> list[str]:
+    """Remove the entries of adapters that live in a run's folder (or came from its id), before
+    the run is deleted; return their names."""
+    folder = Path(run_path)
+    gone = [
+        e["name"]
+        for e in list_all()
+        if e.get("run_id") == run_id or (folder.is_absolute() and folder in Path(e["path"]).parents)
+    ]
+    with registry.connect() as db:
+        db.executemany("DELETE FROM adapters WHERE name = ?", [(n,) for n in gone])
+    return gone
 
 
 def check_name(name: str) -> None:
@@ -157,7 +171,8 @@ def _decode(row) -> dict[str, Any]:
 def _run_record(folder: Path) -> dict | None:
     record = folder.parent / "run.json"
     if folder.name == "adapter" and record.is_file():
-        return {**json.loads(record.read_text()), "id": folder.parent.name}
+        body = json.loads(record.read_text())
+        return {**body, "id": body.get("id") or folder.parent.name}
     return None
 
 

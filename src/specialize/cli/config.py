@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 import yaml
@@ -15,34 +18,47 @@ from specialize.errors import ConfigError
 from specialize.ladder.config import LadderConfig
 from specialize.models.generation import GenerationSettings
 from specialize.train.config import RecipeConfig
+from specialize.train.methods import check_recipe
 
 app = typer.Typer(help="Check config files and list their fields.", no_args_is_help=True)
 console = Console()
 
-# Every config kind a user can write, in one table: name -> (class, a top-level key that only
-# files of that kind have, used to recognise a file without --kind).
-CONFIG_KINDS: dict[str, tuple[type[Config], str]] = {
-    "generation": (GenerationSettings, "max_new_tokens"),
-    "data": (DataConfig, "sources"),
-    "recipe": (RecipeConfig, "method"),
-    "ladder": (LadderConfig, "tasks"),
+# Every config kind a user can write, in one table: name -> (class, checks beyond the fields'
+# own: a function (config, source) that raises ConfigError, or None).
+CONFIG_KINDS: dict[str, tuple[type[Config], Callable[[Any, Path], Any] | None]] = {
+    "generation": (GenerationSettings, None),
+    "data": (DataConfig, None),
+    "recipe": (RecipeConfig, check_recipe),
+    "ladder": (LadderConfig, None),
 }
 
 
 def detect_kind(path: Path) -> str:
-    """Return the config kind of a YAML file from its top-level keys."""
+    """Return the config kind whose fields are closest to the file's top-level keys: an exact
+    key counts 1, a misspelled one (close to a field) half; the best kind must be clear."""
     raw = yaml.safe_load(read_text(path)) or {}
-    keys = set(raw) if isinstance(raw, dict) else set()
-    found = [name for name, (_, marker) in CONFIG_KINDS.items() if marker in keys]
-    if len(found) != 1:
-        markers = ", ".join(f"{m!r} ({n})" for n, (_, m) in CONFIG_KINDS.items())
+    keys = list(raw) if isinstance(raw, dict) else []
+    scores = {name: _closeness(keys, cls) for name, (cls, _) in CONFIG_KINDS.items()}
+    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
+    best, score = ranked[0]
+    if score == 0 or (len(ranked) > 1 and ranked[1][1] == score):
+        tied = [n for n, s in ranked if s == score]
         raise ConfigError(
             [
-                f"{path}: cannot tell which kind of config this is; it needs one of the keys {markers}, "
-                "or pass --kind"
+                f"{path}: cannot tell which kind of config this is (its keys fit "
+                f"{' and '.join(tied) if score else 'none of ' + ', '.join(CONFIG_KINDS)}); "
+                "pass --kind"
             ]
         )
-    return found[0]
+    return best
+
+
+def _closeness(keys: list, cls: type[Config]) -> float:
+    fields = list(cls.model_fields)
+    return sum(
+        1.0 if key in fields else 0.5 if difflib.get_close_matches(str(key), fields, 1, 0.75) else 0
+        for key in keys
+    )
 
 
 def validate_file(
@@ -52,7 +68,11 @@ def validate_file(
     kind = kind or detect_kind(path)
     if kind not in CONFIG_KINDS:
         raise ConfigError([f"--kind {kind!r}: expected one of {', '.join(CONFIG_KINDS)}"])
-    return load_config(CONFIG_KINDS[kind][0], path, overrides)
+    cls, check = CONFIG_KINDS[kind]
+    config = load_config(cls, path, overrides)
+    if check is not None:
+        check(config, path)
+    return config
 
 
 @app.command("validate")

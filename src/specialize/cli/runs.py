@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from specialize.adapters.registry import register_finished
+from specialize.adapters.registry import forget_run, register_finished
 from specialize.artifacts import atomic_write_text
 from specialize.track import runs as track_runs
 from specialize.track.report import write_run_report
@@ -169,12 +169,21 @@ def rm_cmd(
     run: str = typer.Argument(..., help="Run id, name or directory."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
 ) -> None:
-    """Delete a run's directory and its registry entry."""
+    """Delete a run's directory and its registry entry (and the entries of its adapters)."""
     row = track_runs.find_run(run)
     if not yes and not typer.confirm(f"delete {row['path']}?"):
         raise typer.Exit(1)
-    track_runs.remove(row["id"])
-    console.print(f"removed {row['name']} ({row['path']})")
+    adapters = forget_run(row["id"], row["path"])
+    removed = track_runs.remove(row["id"])
+    if removed["deleted"]:
+        console.print(f"removed {row['name']} ({removed['deleted']})")
+    else:
+        console.print(
+            f"removed {row['name']} from the registry; its folder {row['path']} was left alone "
+            "(not provably this run's own: a relative path, or run.json names another run)"
+        )
+    for name in adapters:
+        console.print(f"removed the registry entry of its adapter {name!r}")
 
 
 def register_ui(root: typer.Typer) -> None:

@@ -80,10 +80,18 @@ class DatasetManifest:
     tokens: dict
     leakage: dict
     mixing: dict
+    # Set when a training run prepared this dataset as replay of general data (the replay source
+    # as configured, e.g. builtin:self-replay); None for task data. Readers ask this, never a path.
+    replay: str | None = None
 
 
-def prepare(config: DataConfig, out_dir: str | Path, *, progress: bool = True) -> DatasetManifest:
-    """Run the data stage and write the dataset directory; return its manifest."""
+def prepare(
+    config: DataConfig, out_dir: str | Path, *, progress: bool = True, replay: str | None = None
+) -> DatasetManifest:
+    """Run the data stage and write the dataset directory; return its manifest.
+
+    `replay` (the replay source, when a training run prepares general replay data) is recorded
+    in the manifest so that readers tell replay from task data without looking at paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = _tokenizer(config.model)
@@ -97,7 +105,7 @@ def prepare(config: DataConfig, out_dir: str | Path, *, progress: bool = True) -
     candidates = _deduplicate(candidates, config, ledger, progress)
     candidates = _remove_leaks(candidates, config, ledger)
     splits, mixing = _mix(candidates, config, ledger)
-    manifest = _write(out, config, tokenizer, inputs, splits, ledger, mixing)
+    manifest = _write(out, config, tokenizer, inputs, splits, ledger, mixing, replay)
     from specialize.data.report import write_data_report
 
     write_data_report(out, manifest, splits, ledger)
@@ -322,6 +330,7 @@ def _write(
     splits: dict[str, list[Candidate]],
     ledger: Ledger,
     mixing: dict,
+    replay: str | None = None,
 ) -> DatasetManifest:
     outputs = {}
     for name, rows in splits.items():
@@ -348,6 +357,7 @@ def _write(
             "eval_files": config.leakage.eval_files,
         },
         mixing=mixing,
+        replay=replay,
     )
     write_manifest(out / "manifest.json", manifest)
     return manifest

@@ -424,6 +424,30 @@ def prompt_text(row: dict) -> str:
     return row.get("text", "")
 
 
+def prompt_messages(row: dict) -> list[dict] | None:
+    """Return what the model is asked as chat messages: a preference or completion row's prompt
+    (text becomes one user turn), or a chat's turns before its last assistant answer. None for
+    rows that ask nothing (raw text). The one place a row's prompt becomes messages."""
+    if "prompt" in row:
+        prompt = row["prompt"]
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+    elif isinstance(row.get("messages"), list) and row["messages"]:
+        messages = row["messages"]
+    else:
+        return None
+    if messages and messages[-1].get("role") == "assistant":
+        messages = messages[:-1]
+    return [dict(m) for m in messages] or None
+
+
+def answer_messages(answer: str | list) -> list[dict]:
+    """Return an answer (text, or a list of turns as in TRL's conversational preference rows) as
+    chat messages."""
+    if isinstance(answer, list):
+        return [dict(m) for m in answer]
+    return [{"role": "assistant", "content": answer}]
+
+
 def answer_texts(row: dict) -> list[str]:
     """Return the texts the model learns to produce (assistant turns, completion, chosen)."""
     if "messages" in row:

@@ -119,7 +119,7 @@ def migrate(db: sqlite3.Connection) -> None:
 
 
 def record_run(row: dict[str, Any]) -> None:
-    """Insert or replace a run's row."""
+    """Insert a run's row, or update it (a resumed run) keeping what users added: its tags."""
     row = {
         **row,
         "config_json": json.dumps(row["config_json"])
@@ -128,8 +128,12 @@ def record_run(row: dict[str, Any]) -> None:
     }
     columns = ", ".join(row)
     marks = ", ".join(f":{k}" for k in row)
+    updates = ", ".join(f"{k} = excluded.{k}" for k in row if k != "id")
     with connect() as db:
-        db.execute(f"INSERT OR REPLACE INTO runs ({columns}) VALUES ({marks})", row)
+        db.execute(
+            f"INSERT INTO runs ({columns}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {updates}",
+            row,
+        )
 
 
 def update_run(run_id: str, **fields: Any) -> None:

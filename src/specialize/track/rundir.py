@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from specialize.artifacts import atomic_write_json
-from specialize.errors import NotFoundError
+from specialize.errors import NotFoundError, TrainingError
 from specialize.home import runs_dir
 
 
@@ -56,7 +58,8 @@ class RunDir:
 
     @property
     def id(self) -> str:
-        return self.path.name
+        """The run's id, given when its folder was claimed (runs from before ids: the folder name)."""
+        return self.record().get("id") or self.path.name
 
     def record(self) -> dict[str, Any]:
         """Return run.json (empty before the run starts)."""
@@ -86,25 +89,50 @@ class RunDir:
 
 
 def new_run_dir(name: str, directory: str | Path | None = None) -> RunDir:
-    """Create a fresh run directory: `directory` if given, else a unique one under the home."""
+    """Create and claim a fresh run directory, absolute: `directory` if given (it must be empty),
+    else a new one under the home. Claiming writes run.json exclusively with a new unique id, so
+    two runs started at once never share a folder or an id, whatever the folders are called."""
     if directory is not None:
-        path = Path(directory)
+        path = Path(directory).expanduser().resolve()
         if path.exists() and any(path.iterdir()):
-            from specialize.errors import TrainingError
-
             raise TrainingError(
                 "run directory is not empty",
                 where=str(path),
                 fix="choose another output.dir, or --resume it",
             )
-    else:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = runs_dir() / f"{_slug(name)}-{stamp}"
-        suffix = 1
-        while path.exists():
-            suffix += 1
-            path = runs_dir() / f"{_slug(name)}-{stamp}-{suffix}"
-    path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
+        return _claim(path)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = runs_dir().expanduser().resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    for suffix in range(1, 10_000):
+        path = base / (f"{_slug(name)}-{stamp}" + (f"-{suffix}" if suffix > 1 else ""))
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return _claim(path)
+    raise TrainingError("no free run directory name", where=str(base))
+
+
+def new_run_id() -> str:
+    """A unique run id: the time it started and 8 random hex digits."""
+    return f"{dt.datetime.now(dt.UTC).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
+
+
+def _claim(path: Path) -> RunDir:
+    """Write the first run.json with O_EXCL: only one run can own the folder."""
+    record = path / "run.json"
+    try:
+        fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise TrainingError(
+            "run directory was just taken by another run",
+            where=str(path),
+            fix="choose another output.dir",
+        ) from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps({"id": new_run_id()}, indent=2) + "\n")
     return RunDir(path)
 
 

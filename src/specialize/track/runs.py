@@ -164,12 +164,30 @@ def _curve(path: Path) -> dict[str, list]:
 
 
 def remove(ref: str) -> dict:
-    """Delete a run's directory and its registry row; return the row."""
+    """Delete a run's registry row and its folder; return the row with `deleted` (the folder
+    removed, or None). Only a folder that is provably this run's own is deleted: an absolute path
+    whose run.json carries this run's id. Anything else (a relative path from an old registry, a
+    folder now holding another run) is left alone."""
     run = find_run(ref)
-    shutil.rmtree(run["path"], ignore_errors=True)
+    folder = own_folder(run)
+    if folder is not None:
+        shutil.rmtree(folder)
     with registry.connect() as db:
         db.execute("DELETE FROM runs WHERE id = ?", (run["id"],))
-    return run
+    return {**run, "deleted": str(folder) if folder else None}
+
+
+def own_folder(run: dict) -> Path | None:
+    """The run's folder if it is certainly its own (absolute, run.json with the run's id)."""
+    path = Path(run["path"])
+    record = path / "run.json"
+    if not path.is_absolute() or not record.is_file():
+        return None
+    try:
+        owner = json.loads(record.read_text()).get("id") or path.name
+    except json.JSONDecodeError:
+        return None
+    return path if owner == run["id"] else None
 
 
 def add_tag(ref: str, tag: str) -> list[str]:

@@ -14,8 +14,6 @@ from pydantic import Field, model_validator
 from specialize.config import Config, load_config, resolve_against
 from specialize.models.catalog import DEFAULT_MODEL
 
-Method = Literal["sft", "cpt", "dpo", "reward", "rl"]
-
 
 class ReplayConfig(Config):
     source: str = Field(
@@ -176,9 +174,11 @@ class RecipeConfig(Config):
     model: str = Field(
         DEFAULT_MODEL, description="Base model: catalog alias, local directory or .gguf file."
     )
-    method: Method = Field(
+    method: str = Field(
         ...,
-        description="sft: instruction tuning on chat data; cpt: continued pretraining on raw text; dpo: preferences (prompt, chosen, rejected); reward: a reward model on preferences; rl: GRPO against a reward model.",
+        description="Training method, one entry of train/methods.py: sft (instruction tuning on chat data), "
+        "cpt (continued pretraining on raw text), dpo (preferences: prompt, chosen, rejected), reward (a reward "
+        "model on preferences), rl (GRPO against a reward model); `config validate` checks the combination.",
     )
     data: DataSection
     adaptation: AdaptationSection = Field(default_factory=AdaptationSection)

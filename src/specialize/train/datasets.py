@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from specialize.artifacts import sha256_text
 from specialize.data.config import DataConfig, SourceConfig, SplitConfig, load_data_config
 from specialize.data.mixing import replay_mix
@@ -35,6 +37,11 @@ class PreparedData:
     path: Path
     manifest: dict
 
+    @property
+    def replay(self) -> bool:
+        """Whether this is general replay data (recorded in its manifest), not the task's."""
+        return self.manifest.get("replay") is not None
+
     def rows(self, split: str) -> list[dict]:
         file = self.path / f"{split}.jsonl"
         return [
@@ -51,12 +58,24 @@ class PreparedData:
 
 
 def resolve_dataset(
-    ref: str, run: RunDir, model: str, *, val_fraction: float = 0.1
+    ref: str,
+    run: RunDir,
+    model: str,
+    *,
+    val_fraction: float = 0.1,
+    max_length: int | None = None,
+    replay: str | None = None,
 ) -> PreparedData:
-    """Return the prepared dataset for a reference, running the data stage when it is raw."""
+    """Return the prepared dataset for a reference, running the data stage when it is raw.
+
+    `max_length` (the recipe's training.max_length) is the data stage's length limit unless a
+    data config sets its own; `replay` marks general replay data in the manifest."""
     path = Path(ref).expanduser()
     if (path / "manifest.json").is_file():
-        return PreparedData(path, json.loads((path / "manifest.json").read_text()))
+        manifest = json.loads((path / "manifest.json").read_text())
+        if replay is not None and manifest.get("replay") is None:
+            manifest["replay"] = replay  # a prepared dir the recipe names as its replay source
+        return PreparedData(path, manifest)
     if not path.exists():
         raise DataError(
             "training data not found",
@@ -65,19 +84,22 @@ def resolve_dataset(
         )
     if path.suffix in (".yaml", ".yml"):
         config = load_data_config(path)
+        if max_length is not None and "max_length" not in config.model_fields_set:
+            config.max_length = max_length
     else:
         # A bare file: check and clean it; hold out a validation split, no test split.
         config = DataConfig(
             sources=[SourceConfig(path=str(path))],
             model=model,
             split=SplitConfig(val=val_fraction, test=0.0),
+            **({"max_length": max_length} if max_length is not None else {}),
         )
     out = run.path / "data" / path.stem
     reusable = _prepared_from_same_inputs(out, config)
     if reusable is not None:  # a resumed run, or another process of a distributed one
         return reusable
     log.info("preparing %s -> %s", ref, out)
-    manifest = prepare(config, out, progress=False)
+    manifest = prepare(config, out, progress=False, replay=replay)
     return PreparedData(out, json.loads(json.dumps(manifest.__dict__, default=str)))
 
 
@@ -94,6 +116,30 @@ def _prepared_from_same_inputs(out: Path, config: DataConfig) -> PreparedData | 
         if path.is_file() and sha256_file(path) != recorded["sha256"]:
             return None
     return PreparedData(out, manifest)
+
+
+def run_datasets(run: RunDir, *, replay: bool | None = None) -> list[PreparedData]:
+    """Every prepared dataset a run read: those the run prepared into its own folder, then the
+    prepared directories its recipe named. `replay` True/False keeps only replay / task data."""
+    found = [
+        PreparedData(m.parent, json.loads(m.read_text()))
+        for m in sorted(run.path.glob("data/*/manifest.json"))
+    ]
+    data = yaml.safe_load(run.config.read_text())["data"]
+    replay_source = (data.get("replay") or {}).get("source")
+    for ref in data["train"] + data["val"] + ([replay_source] if replay_source else []):
+        manifest = Path(ref) / "manifest.json"
+        if manifest.is_file():
+            body = json.loads(manifest.read_text())
+            if ref == replay_source and body.get("replay") is None:
+                body["replay"] = replay_source
+            found.append(PreparedData(Path(ref), body))
+    return [d for d in found if replay is None or d.replay == replay]
+
+
+def read_split(data: PreparedData, split: str) -> list[dict]:
+    """Rows of one split, or none when the dataset has no such file."""
+    return data.rows(split) if (data.path / f"{split}.jsonl").is_file() else []
 
 
 @dataclass
@@ -120,6 +166,7 @@ def recipe_rows(recipe, run: RunDir) -> TrainingRows:
             recipe.model,
             epochs=max(1, math.ceil(recipe.training.epochs)),
             seed=recipe.training.seed,
+            max_length=recipe.training.max_length,
         )
 
 
@@ -132,12 +179,13 @@ def gather_rows(
     *,
     epochs: int,
     seed: int,
+    max_length: int | None = None,
 ) -> TrainingRows:
     """Return the training rows of every epoch and the validation rows."""
-    datasets = [resolve_dataset(ref, run, model) for ref in train_refs]
+    datasets = [resolve_dataset(ref, run, model, max_length=max_length) for ref in train_refs]
     task = [row for ds in datasets for row in ds.rows("train")]
     if val_refs:
-        val_sets = [resolve_dataset(ref, run, model) for ref in val_refs]
+        val_sets = [resolve_dataset(ref, run, model, max_length=max_length) for ref in val_refs]
         datasets += val_sets
         val = [row for ds in val_sets for row in ds.rows("val") + ds.rows("train")]
     else:
@@ -152,7 +200,9 @@ def gather_rows(
             from specialize.train.replay import self_replay_file
 
             source = str(self_replay_file(model, rows=replay.rows))
-        replay_set = resolve_dataset(source, run, model)
+        replay_set = resolve_dataset(
+            source, run, model, max_length=max_length, replay=replay.source
+        )
         datasets.append(replay_set)
         replay_rows, ratio = replay_set.rows("train"), replay.ratio
     per_epoch = [replay_mix(task, replay_rows, ratio, seed=seed + epoch) for epoch in range(epochs)]

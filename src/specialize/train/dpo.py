@@ -26,18 +26,6 @@ def train_dpo(
 ) -> Outcome:
     from trl import DPOConfig, DPOTrainer
 
-    if recipe.adaptation.kind != "lora":
-        raise ConfigError(
-            [
-                "method dpo trains a LoRA adapter (the reference is the base with it off); set adaptation.kind: lora"
-            ]
-        )
-    if recipe.data.replay is not None:
-        raise ConfigError(
-            [
-                "data.replay mixes chat rows into training; DPO takes preference rows only: remove data.replay"
-            ]
-        )
     model, tokenizer = load_model(recipe.model)
     model = adapt(model, recipe.adaptation)
     rows = recipe_rows(recipe, run)

@@ -5,25 +5,16 @@ the adapter off."""
 
 from __future__ import annotations
 
+from specialize.data.records import prompt_messages
 from specialize.errors import ConfigError
 from specialize.models.loading import load_model
 from specialize.track.rundir import RunDir
 from specialize.train.adaptation import adapt
 from specialize.train.config import RecipeConfig
 from specialize.train.datasets import recipe_rows
+from specialize.train.judge import load_judge
 from specialize.train.precision import Precision
 from specialize.train.trainer import Outcome, plan_steps, to_trl_args, train_with
-
-
-def load_scorer(reward_run: str, model_ref: str):
-    """Return (model, tokenizer) of a reward model run: the base, its score head and LoRA."""
-    from peft import PeftModel
-
-    from specialize.models.loading import adapter_dir
-    from specialize.train.reward import load_reward_model
-
-    model, tokenizer = load_reward_model(model_ref)
-    return PeftModel.from_pretrained(model, adapter_dir(reward_run)).eval(), tokenizer
 
 
 def train_rl(
@@ -36,24 +27,11 @@ def train_rl(
 ) -> Outcome:
     from trl import GRPOConfig, GRPOTrainer
 
-    from specialize.train.reward import reward_scores
-
     settings = recipe.preference
-    if not settings.reward_model:
-        raise ConfigError(
-            ["method rl needs preference.reward_model: the run directory of a `method: reward` run"]
-        )
-    if recipe.adaptation.kind != "lora" or recipe.data.replay is not None:
-        raise ConfigError(
-            [
-                "method rl trains a LoRA adapter on prompts only: adaptation.kind lora, no data.replay"
-            ]
-        )
-    scorer, scorer_tokenizer = load_scorer(settings.reward_model, recipe.model)
+    judge = load_judge(settings.reward_model, recipe.model)
 
     def reward(prompts, completions, **_) -> list[float]:
-        conversations = [list(p) + list(c) for p, c in zip(prompts, completions, strict=True)]
-        return reward_scores(scorer, scorer_tokenizer, conversations)
+        return judge.score([list(p) + list(c) for p, c in zip(prompts, completions, strict=True)])
 
     model, tokenizer = load_model(recipe.model)
     model = adapt(model, recipe.adaptation)
@@ -94,21 +72,7 @@ def train_rl(
 
 def _prompts(rows: list[dict]) -> list[dict]:
     """Prompts from preference rows (their prompt) or chat rows (all but the last answer)."""
-    prompts = []
-    for row in rows:
-        if "prompt" in row:
-            prompt = (
-                row["prompt"]
-                if isinstance(row["prompt"], list)
-                else [{"role": "user", "content": row["prompt"]}]
-            )
-        elif "messages" in row:
-            prompt = (
-                row["messages"][:-1]
-                if row["messages"][-1]["role"] == "assistant"
-                else row["messages"]
-            )
-        else:
-            raise ConfigError(["method rl needs prompts: preference rows or chat rows"])
-        prompts.append({"prompt": prompt})
-    return prompts
+    prompts = [prompt_messages(row) for row in rows]
+    if any(p is None for p in prompts):
+        raise ConfigError(["method rl needs prompts: preference rows or chat rows"])
+    return [{"prompt": p} for p in prompts]

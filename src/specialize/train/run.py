@@ -1,4 +1,5 @@
-"""Start, resume and finish a training run: run directory, environment, registry, one recipe per method."""
+"""Start, resume and finish a training run: run directory, environment, registry; the method
+itself (builder, checks, after-training steps) comes from its entry in train/methods.py."""
 
 from __future__ import annotations
 
@@ -7,41 +8,28 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import yaml
+from transformers import set_seed
 
-from specialize.artifacts import atomic_write_json, atomic_write_text
+from specialize.artifacts import atomic_write_json, atomic_write_text, sha256_file, sha256_text
 from specialize.config import build_config, dump_config
 from specialize.errors import TrainingError
+from specialize.models.loading import content_hash, resolve_model
 from specialize.track import registry
 from specialize.track.environment import capture_environment
+from specialize.track.report import write_run_report
 from specialize.track.rundir import RunDir, new_run_dir, open_run_dir
+from specialize.track.runs import check_data_unchanged, find_run
 from specialize.train.callbacks import complete_checkpoints
 from specialize.train.config import RecipeConfig
-from specialize.train.cpt import train_cpt
-from specialize.train.dpo import train_dpo
+from specialize.train.datasets import run_datasets
+from specialize.train.methods import METHODS, Method, check_recipe, method_of  # noqa: F401
 from specialize.train.precision import Precision, choose_precision
-from specialize.train.reward import train_reward
-from specialize.train.rl import train_rl
-from specialize.train.sft import train_sft
 from specialize.train.trainer import Outcome
 
 log = logging.getLogger(__name__)
-
-# One entry per method; a new method is one line here and one recipe module.
-METHODS: dict[str, Callable[..., Outcome]] = {
-    "sft": train_sft,
-    "cpt": train_cpt,
-    "dpo": train_dpo,
-    "reward": train_reward,
-    "rl": train_rl,
-}
-# A reward model scores text rather than writing it: generation-based retention does not apply.
-SCORERS = {"reward"}
-# Methods whose result the reward model judges against the starting point (win rate).
-JUDGED = {"dpo", "rl"}
 
 
 def train(recipe: RecipeConfig, *, progress: bool = True) -> RunDir:
@@ -66,12 +54,15 @@ def resume(run_dir: str | Path, *, progress: bool = True) -> RunDir:
 
 
 def _start(recipe: RecipeConfig) -> RunDir:
+    check_recipe(recipe)
     name = recipe.output.name or f"{recipe.method}-{Path(recipe.model).name}"
     if _world_size() > 1 and recipe.output.dir is None:
         raise TrainingError(
             "distributed runs need output.dir",
             fix="set output.dir so every process writes to the same run",
         )
+    if recipe.output.dir is not None:  # recorded absolute: valid from any folder later
+        recipe.output.dir = str(Path(recipe.output.dir).expanduser().resolve())
     run = new_run_dir(name, recipe.output.dir) if _is_main() else RunDir(Path(recipe.output.dir))
     if _is_main():
         atomic_write_text(run.config, dump_config(recipe))
@@ -86,8 +77,8 @@ def _start(recipe: RecipeConfig) -> RunDir:
 
 
 def _execute(recipe: RecipeConfig, run: RunDir, *, resume_from: str | None, progress: bool) -> None:
-    from transformers import set_seed
-
+    """start -> train -> after-training steps -> end."""
+    method = method_of(recipe)
     precision = choose_precision(recipe.training.precision)
     log.info("precision: %s (%s)", precision.name, precision.reason)
     set_seed(recipe.training.seed)
@@ -95,124 +86,45 @@ def _execute(recipe: RecipeConfig, run: RunDir, *, resume_from: str | None, prog
         _record_start(recipe, run, precision, resumed=resume_from is not None)
     started = time.monotonic()
     try:
-        outcome = METHODS[recipe.method](
-            recipe, run, precision, resume_from=resume_from, progress=progress
-        )
+        outcome = method.train(recipe, run, precision, resume_from=resume_from, progress=progress)
     except BaseException as exc:
         if _is_main():
-            _record_end(
-                run,
-                "failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted",
-                {"error": f"{type(exc).__name__}: {exc}"},
-                time.monotonic() - started,
-            )
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            error = {"error": f"{type(exc).__name__}: {exc}"}
+            _record_end(run, status, error, time.monotonic() - started)
         raise
-    status = "failed" if outcome.nonfinite else "finished"
     summary = dict(outcome.__dict__)
-    if (
-        _is_main()
-        and not outcome.nonfinite
-        and recipe.method in JUDGED
-        and recipe.preference.reward_model
-    ):
-        summary["win_rate"] = _win_rate(recipe, run)
-    if recipe.method in SCORERS:
-        summary["retention"] = {
-            "suite": "none",
-            "why": "a reward model scores text; it does not generate",
-        }
-    elif _is_main() and not outcome.nonfinite and recipe.retention.suite != "none":
-        summary["retention"] = measure_retention_after(recipe, run, progress=progress)
+    if _is_main() and not outcome.nonfinite:
+        summary |= _after_training(method, recipe, run, progress)
     if _is_main():
-        if not outcome.nonfinite and recipe.method not in SCORERS:
-            _record_samples(recipe, run)
+        status = "failed" if outcome.nonfinite else "finished"
         _record_end(run, status, summary, time.monotonic() - started)
         _write_report(run)
     if outcome.nonfinite:
-        kept = [p.name for p in complete_checkpoints(run.checkpoints)]
-        raise TrainingError(
-            outcome.stop_reason
-            + f"; kept the last good checkpoint ({kept[-1] if kept else 'none saved yet'})",
-            where=str(run.path),
-            fix="lower training.learning_rate (and check the data for extreme rows)",
-        )
+        _raise_nonfinite(run, outcome)
 
 
-def measure_retention_after(recipe: RecipeConfig, run: RunDir, *, progress: bool) -> dict:
-    """Measure general ability of the trained result against the base (base side cached).
+def _after_training(method: Method, recipe: RecipeConfig, run: RunDir, progress: bool) -> dict:
+    """Run the method's after-training steps; return what they add to the run's outcome."""
+    added = {}
+    for step in method.after:
+        result = step.run(recipe, run, progress)
+        if step.key is not None and result is not None:
+            added[step.key] = result
+    return added
 
-    Writes retention.json into the run directory and returns the headline for run.json.
-    """
-    from specialize.evaluate.evaluation import load_for_eval, retention_eval
 
-    loaded = load_for_eval(recipe.model, run.path)
-    report = retention_eval(
-        loaded, recipe.retention.suite, progress, budget_points=recipe.retention.budget_points
+def _raise_nonfinite(run: RunDir, outcome: Outcome) -> None:
+    kept = [p.name for p in complete_checkpoints(run.checkpoints)]
+    raise TrainingError(
+        outcome.stop_reason
+        + f"; kept the last good checkpoint ({kept[-1] if kept else 'none saved yet'})",
+        where=str(run.path),
+        fix="lower training.learning_rate (and check the data for extreme rows)",
     )
-    atomic_write_json(run.path / "retention.json", report)
-    headline = {
-        name: {
-            k: row[k] for k in ("metric", "delta_points", "delta_ci95_points", "p_value", "verdict")
-        }
-        | {"base": row["base"]["mean"], "tuned": row["tuned"]["mean"]}
-        for name, row in report["comparison"].items()
-    }
-    log.info("retention: %s", report["verdict"])
-    return {
-        "suite": recipe.retention.suite,
-        "verdict": report["verdict"],
-        "tasks": headline,
-        "drift_kl": report["drift"]["kl"]["mean"],
-        "general_perplexity": report["general_perplexity"],
-    }
-
-
-def _win_rate(recipe: RecipeConfig, run: RunDir) -> dict:
-    """Reward-model win rate of the tuned model over its start, on the run's held-out prompts."""
-    import json
-
-    prompts = []
-    for manifest in _data_manifests(run):
-        val = Path(manifest["path"]).parent / "val.jsonl"
-        for line in val.read_text().splitlines() if val.is_file() else []:
-            row = json.loads(line)
-            prompt = row.get("prompt") or (row.get("messages") or [])[:-1]
-            if isinstance(prompt, list) and prompt:
-                prompts.append(prompt)
-    if not prompts:
-        return {"note": "no held-out prompts (the val split is empty)"}
-    from specialize.train.reward import win_rate
-
-    result = win_rate(recipe, run, prompts)
-    log.info(
-        "win rate over the start: %.3f [%.3f, %.3f], n=%d",
-        result["win_rate"],
-        *result["ci95"],
-        result["n"],
-    )
-    return result
-
-
-def _record_samples(recipe: RecipeConfig, run: RunDir) -> None:
-    """Base and tuned answers to a few validation chats of the run's own data, for its report."""
-    import json
-
-    from specialize.train.samples import write_samples
-
-    rows = []
-    for manifest in _data_manifests(run):
-        body = json.loads(Path(manifest["path"]).read_text())
-        if any("/replay/" in item["path"] for item in body["inputs"]):
-            continue  # general replay data, not the task
-        val = Path(manifest["path"]).parent / "val.jsonl"
-        if val.is_file():
-            rows += [json.loads(line) for line in val.read_text().splitlines()[:10] if line]
-    write_samples(recipe.model, run, rows)
 
 
 def _write_report(run: RunDir) -> None:
-    from specialize.track.report import write_run_report
-
     try:
         log.info("report: %s", write_run_report(run.path, RecipeConfig))
     except Exception as exc:  # the run's files are complete; `specialize runs report` can retry
@@ -227,8 +139,6 @@ def _write_report(run: RunDir) -> None:
 def _record_start(
     recipe: RecipeConfig, run: RunDir, precision: Precision, *, resumed: bool
 ) -> None:
-    from specialize.models.loading import content_hash, resolve_model
-
     base = resolve_model(recipe.model)
     env = capture_environment(
         seed=recipe.training.seed,
@@ -282,49 +192,23 @@ def _record_end(run: RunDir, status: str, summary: dict, seconds: float) -> None
 
 def _data_manifests(run: RunDir) -> list[dict]:
     """Return references to every data manifest the run read (prepared in the run or given)."""
-    import json
-
-    from specialize.artifacts import sha256_file
-
-    refs = []
-    for manifest in sorted(run.path.glob("data/*/manifest.json")):
-        body = json.loads(manifest.read_text())
-        refs.append(
-            {
-                "path": str(manifest),
-                "sha256": sha256_file(manifest),
-                "outputs": {k: v["sha256"] for k, v in body["outputs"].items()},
-            }
-        )
-    config = yaml.safe_load(run.config.read_text())
-    for ref in (
-        config["data"]["train"]
-        + config["data"]["val"]
-        + ([config["data"]["replay"]["source"]] if config["data"].get("replay") else [])
-    ):
-        manifest = Path(ref) / "manifest.json"
-        if manifest.is_file():
-            body = json.loads(manifest.read_text())
-            refs.append(
-                {
-                    "path": str(manifest),
-                    "sha256": sha256_file(manifest),
-                    "outputs": {k: v["sha256"] for k, v in body["outputs"].items()},
-                }
-            )
-    return refs
+    return [
+        {
+            "path": str(data.path / "manifest.json"),
+            "sha256": sha256_file(data.path / "manifest.json"),
+            "outputs": {k: v["sha256"] for k, v in data.manifest["outputs"].items()},
+            "replay": data.replay,
+        }
+        for data in run_datasets(run)
+    ]
 
 
 def _data_hash(refs: list[dict]) -> str | None:
-    from specialize.artifacts import sha256_text
-
     return sha256_text("".join(sorted(r["outputs"]["train"] for r in refs))) if refs else None
 
 
 def reproduce(ref: str, *, progress: bool = True) -> RunDir:
     """Re-run a registered run from its resolved config into a new run directory; return it."""
-    from specialize.track.runs import check_data_unchanged, find_run
-
     found = find_run(ref)
     path = Path(found["path"])
     check_data_unchanged(path)
