@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from specialize.artifacts import RunRecord
 from specialize.config import apply_overrides, load_config
 from specialize.errors import ConfigError, TrainingError
 from specialize.track import registry
@@ -147,7 +148,7 @@ def test_runs_rm_from_another_folder_removes_only_its_own_run(cli, tmp_path, mon
     _register(second, "run")
     (first.path / "adapter").mkdir()
     (first.path / "adapter" / "adapter_config.json").write_text(json.dumps({"r": 4}))
-    register("one", first.path, base_model="m", base_hash="h", run={"id": first.id})
+    register("one", first.path, base_model="m", base_hash="h", run=RunRecord(id=first.id))
     code, out, _ = cli("runs", "list", "--json")
     assert sorted(r["id"] for r in json.loads(out)) == sorted([first.id, second.id])
 
@@ -181,3 +182,15 @@ def test_runs_rm_leaves_a_folder_it_cannot_prove_is_its_own(cli, tmp_path, monke
     assert code == 0, err
     assert other.path.is_dir() and "left alone" in out
     assert os.path.isfile(other.path / "run.json")
+
+
+def test_training_max_length_reaches_the_data_stage(tiny_model_dir, tmp_path):
+    from specialize.train.datasets import resolve_dataset
+    from tests.conftest import SUPPORT_DATA
+
+    run = new_run_dir("x", tmp_path / "run")
+    data = resolve_dataset(str(SUPPORT_DATA), run, str(tiny_model_dir), max_length=16)
+    assert data.manifest["config"]["max_length"] == 16
+    assert data.manifest["tokens"]["train"]["truncated_at_max_length"] > 0
+    assert data.manifest["outputs"]["rejects"]["rows"] == 0  # kept: training cuts them
+    assert data.replay is False

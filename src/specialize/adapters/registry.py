@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from specialize.artifacts import atomic_write_json
+from specialize.artifacts import RunRecord
 from specialize.errors import ModelError, NotFoundError, UserFileError
 from specialize.track import registry
 
@@ -24,7 +24,7 @@ def register(
     *,
     base_model: str,
     base_hash: str | None = None,
-    run: dict | None = None,
+    run: RunRecord | None = None,
     replace: bool = False,
 ) -> dict[str, Any]:
     """Register the adapter in `path` (a PEFT dir or a run dir) under `name`; return its entry.
@@ -38,13 +38,13 @@ def register(
     folder = adapter_dir(path).resolve()
     base_hash = base_hash or content_hash(resolve_model(base_model).path)
     run = run if run is not None else _run_record(folder)
-    trained_on = ((run or {}).get("base_model") or {}).get("content_hash")
+    trained_on = run.base_model.get("content_hash") if run else None
     if trained_on and trained_on != base_hash:
         raise ModelError(
             f"adapter {name!r} was trained on another base model (content hash {trained_on[:12]}, "
             f"not {base_hash[:12]})",
             where=str(folder),
-            fix=f"register it with the base it was trained on ({(run.get('base_model') or {}).get('ref')})",
+            fix=f"register it with the base it was trained on ({run.base_model.get('ref')})",
         )
     existing = get(name, missing_ok=True)
     if existing and not replace and Path(existing["path"]) != folder:
@@ -58,9 +58,9 @@ def register(
         "path": str(folder),
         "base_model": base_model,
         "base_hash": base_hash,
-        "method": (run or {}).get("method"),
-        "run_id": (run or {}).get("id"),
-        "data_hash": (run or {}).get("data_hash"),
+        "method": run.method if run else None,
+        "run_id": run.id if run else None,
+        "data_hash": run.data_hash if run else None,
         "hyperparameters": _hyperparameters(folder, run),
         "scores": _scores(run),
         "size_bytes": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
@@ -79,13 +79,13 @@ def register(
     return entry
 
 
-def register_run(run_path: Path, record: dict) -> dict[str, Any] | None:
+def register_run(run_path: Path, record: RunRecord) -> dict[str, Any] | None:
     """Register a finished run's adapter under the run's name (suffixed when the name is taken)."""
     if not (run_path / "adapter" / "adapter_config.json").is_file():
         return None
-    base = record.get("base_model") or {}
-    name = _free_name(_slug(record.get("name") or run_path.name), run_path / "adapter")
-    run = {**record, "id": record.get("id") or run_path.name}
+    base = record.base_model
+    name = _free_name(_slug(record.name or run_path.name), run_path / "adapter")
+    run = record if record.id else record.merged(id=run_path.name)
     return register(
         name, run_path, base_model=base.get("ref"), base_hash=base.get("content_hash"), run=run
     )
@@ -97,12 +97,12 @@ def register_finished(run_path: str | Path) -> dict[str, Any] | None:
     register (the run failed, or it trained a full model)."""
     run_path = Path(run_path)
     record_path = run_path / "run.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    if record.get("status") != "finished":
+    record = RunRecord.read_if_present(record_path)
+    if record is None or record.status != "finished":
         return None
     entry = register_run(run_path, record)
     if entry is not None:
-        atomic_write_json(record_path, {**record, "adapter_name": entry["name"]})
+        record.merged(adapter_name=entry["name"]).write(record_path)
     return entry
 
 
@@ -168,15 +168,15 @@ def _decode(row) -> dict[str, Any]:
     return out
 
 
-def _run_record(folder: Path) -> dict | None:
+def _run_record(folder: Path) -> RunRecord | None:
     record = folder.parent / "run.json"
     if folder.name == "adapter" and record.is_file():
-        body = json.loads(record.read_text())
-        return {**body, "id": body.get("id") or folder.parent.name}
+        body = RunRecord.read(record)
+        return body if body.id else body.merged(id=folder.parent.name)
     return None
 
 
-def _hyperparameters(folder: Path, run: dict | None) -> dict:
+def _hyperparameters(folder: Path, run: RunRecord | None) -> dict:
     config = json.loads((folder / "adapter_config.json").read_text())
     out = {k: config.get(k) for k in ("r", "lora_alpha", "lora_dropout", "target_modules")}
     if isinstance(out["target_modules"], list):
@@ -190,9 +190,9 @@ def _hyperparameters(folder: Path, run: dict | None) -> dict:
     return out
 
 
-def _scores(run: dict | None) -> dict:
-    outcome = (run or {}).get("outcome") or {}
-    retention = outcome.get("retention") or {}
+def _scores(run: RunRecord | None) -> dict:
+    outcome = run.outcome if run else {}
+    retention = run.retention if run else {}
     return {
         "best_val_loss": outcome.get("best_val_loss"),
         "retention_verdict": retention.get("verdict"),

@@ -8,9 +8,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from specialize.artifacts import delta_text
 from specialize.errors import ConfigError
 from specialize.evaluate.evaluation import run_eval
 from specialize.evaluate.metrics import GENERATIVE_METRICS, LIKELIHOOD_METRICS
+from specialize.evaluate.retention import headline_metric
 from specialize.models.catalog import DEFAULT_MODEL
 
 console = Console(highlight=False, soft_wrap=True)
@@ -84,21 +86,11 @@ def _print(report: dict) -> None:
             title=f"Retention ({retention['suite']})",
         )
         for name, summary in retention["base"]["tasks"].items():
-            metric = next(
-                iter(
-                    k
-                    for k in ("contains", "mc_acc_norm", "normalised", "mc_acc")
-                    if k in summary["summary"]
-                )
-            )
+            metric = headline_metric(summary["summary"])
             base = summary["summary"][metric]
             row = retention.get("comparison", {}).get(name)
             tuned = f"{row['tuned']['mean']:.3f}" if row else ""
-            delta = (
-                f"{row['delta_points']:+.1f} [{row['delta_ci95_points'][0]:+.1f}, {row['delta_ci95_points'][1]:+.1f}]"
-                if row
-                else ""
-            )
+            delta = delta_text(row) if row else ""
             table.add_row(
                 f"{name} ({metric})",
                 f"{base['mean']:.3f} [{base['ci95'][0]:.3f}, {base['ci95'][1]:.3f}]",

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from specialize.adapters.registry import register_finished
+from specialize.artifacts import delta_text
 from specialize.errors import ConfigError
 from specialize.train.config import load_recipe
 from specialize.train.run import resume, train
@@ -37,10 +38,10 @@ def register(app: typer.Typer) -> None:
         )
         entry = register_finished(run.path)  # train sits below adapters: the caller registers
         record = run.record()
-        outcome = record.get("outcome", {})
+        outcome = record.outcome
         console.print(f"run: {run.path}")
         console.print(f"{outcome.get('stop_reason', '')}")
-        chosen = outcome.get("chosen") or {}
+        chosen = record.chosen
         if chosen.get("checkpoint"):
             console.print(f"chosen: {chosen['checkpoint']} ({chosen['why']})")
         console.print(f"result: {outcome.get('result_dir')}")
@@ -50,13 +51,11 @@ def register(app: typer.Typer) -> None:
             console.print(
                 f"held-out preference accuracy: {chosen['held_out_preference_accuracy']:.3f}"
             )
-        retention = outcome.get("retention")
+        retention = record.retention
         if retention and "tasks" not in retention:
             console.print(f"retention: not measured ({retention.get('why', 'suite none')})")
         elif retention:
             deltas = ", ".join(
-                f"{name} {row['delta_points']:+.1f} pts [{row['delta_ci95_points'][0]:+.1f}, "
-                f"{row['delta_ci95_points'][1]:+.1f}]"
-                for name, row in retention["tasks"].items()
+                f"{name} {delta_text(row, ' pts')}" for name, row in retention["tasks"].items()
             )
             console.print(f"retention ({retention['suite']}): {retention['verdict']}; {deltas}")

@@ -17,7 +17,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from specialize.artifacts import atomic_write_text, sha256_file, sha256_text, write_manifest
+from specialize.artifacts import (
+    DatasetManifest,
+    atomic_write_text,
+    sha256_file,
+    sha256_text,
+)
 from specialize.data.config import DataConfig, SourceConfig
 from specialize.data.curate import (
     NearDuplicateIndex,
@@ -66,23 +71,6 @@ class Ledger:
 
     def change(self, where: str, reason: str, detail: str) -> None:
         self.changes.append({"where": where, "reason": reason, "detail": detail})
-
-
-@dataclass
-class DatasetManifest:
-    schema_version = 1
-    created: str
-    config: dict
-    tokenizer: str | None
-    inputs: list[dict]
-    outputs: dict[str, dict]
-    counts: dict
-    tokens: dict
-    leakage: dict
-    mixing: dict
-    # Set when a training run prepared this dataset as replay of general data (the replay source
-    # as configured, e.g. builtin:self-replay); None for task data. Readers ask this, never a path.
-    replay: str | None = None
 
 
 def prepare(
@@ -359,7 +347,7 @@ def _write(
         mixing=mixing,
         replay=replay,
     )
-    write_manifest(out / "manifest.json", manifest)
+    manifest.write(out / "manifest.json")
     return manifest
 
 

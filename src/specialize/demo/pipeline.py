@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from specialize.artifacts import LadderRecord, RunRecord
 from specialize.config import dump_config
 from specialize.demo.steps import Steps, fingerprint
 from specialize.errors import NotFoundError
@@ -148,7 +149,7 @@ def _ladder(
         ],
         done=lambda: (folder / "ladder.json").is_file(),
     )
-    return json.loads((folder / "ladder.json").read_text())
+    return LadderRecord.read(folder / "ladder.json").to_dict()
 
 
 def _train(steps, example, out, data, model, model_hash, quick, progress) -> Path:
@@ -185,8 +186,8 @@ def _train(steps, example, out, data, model, model_hash, quick, progress) -> Pat
         return str(run_dir)
 
     def finished() -> bool:
-        record = run_dir / "run.json"
-        return record.is_file() and json.loads(record.read_text()).get("status") == "finished"
+        record = RunRecord.read_if_present(run_dir / "run.json")
+        return record is not None and record.status == "finished"
 
     steps.run(
         "train: LoRA SFT + replay + retention probe, then the core suite",

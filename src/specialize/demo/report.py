@@ -3,10 +3,15 @@ terminal summary."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from specialize.artifacts import atomic_write_text
+from specialize.artifacts import (
+    DatasetManifest,
+    LadderRecord,
+    RetentionReport,
+    RunRecord,
+    atomic_write_text,
+)
 from specialize.ladder.report import ladder_section, ladder_table
 from specialize.track.html import page, paragraph, section, table
 from specialize.track.report import curve_images, retention_section
@@ -17,9 +22,9 @@ def write_report(summary: dict, baseline: dict, final: dict) -> Path:
     """Write report.html in the demo folder; return its path."""
     out = Path(summary["out"])
     run = Path(summary["run"])
-    record = json.loads((run / "run.json").read_text())
-    retention = _read(run / "retention.json")
-    manifest = json.loads((Path(summary["data"]) / "manifest.json").read_text())
+    record = RunRecord.read(run / "run.json")
+    retention = RetentionReport.read_if_present(run / "retention.json")
+    manifest = DatasetManifest.read(Path(summary["data"]) / "manifest.json")
     html = page(
         "specialize demo: Nordvik Bank support",
         _steps(summary, retention),
@@ -43,11 +48,7 @@ def write_report(summary: dict, baseline: dict, final: dict) -> Path:
     return path
 
 
-def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def step_rows(summary: dict, retention: dict | None) -> list[list]:
+def step_rows(summary: dict, retention: RetentionReport | None) -> list[list]:
     """Steps with their time; training and the retention suite are shown apart."""
     rows = []
     for step in summary["steps"]:
@@ -56,12 +57,12 @@ def step_rows(summary: dict, retention: dict | None) -> list[list]:
         )
     if retention:
         rows.append(
-            ["  of which the retention suite (core, base and tuned)", retention["seconds"], ""]
+            ["  of which the retention suite (core, base and tuned)", retention.seconds, ""]
         )
     return rows
 
 
-def _steps(summary: dict, retention: dict | None) -> str:
+def _steps(summary: dict, retention: RetentionReport | None) -> str:
     rows = step_rows(summary, retention)
     total = sum(s["seconds"] for s in summary["steps"])
     return section(
@@ -73,12 +74,12 @@ def _steps(summary: dict, retention: dict | None) -> str:
     )
 
 
-def _data(summary: dict, manifest: dict) -> str:
-    counts = manifest["counts"]
+def _data(summary: dict, manifest: DatasetManifest) -> str:
+    counts = manifest.counts
     rows = [[k, v] for k, v in counts.items() if not isinstance(v, dict)]
     hashes = [
         [name, info.get("sha256", "")[:16], info.get("rows", "")]
-        for name, info in manifest["outputs"].items()
+        for name, info in manifest.outputs.items()
     ]
     return section(
         "Data",
@@ -108,17 +109,15 @@ def _verdicts(baseline: dict, final: dict) -> str:
     )
 
 
-def _training(run: Path, record: dict) -> str:
-    outcome = record.get("outcome", {})
-    chosen = "; ".join(
-        f"{k}: {v}" for k, v in (outcome.get("chosen") or {}).items() if k != "probe"
-    )
+def _training(run: Path, record: RunRecord) -> str:
+    outcome = record.outcome
+    chosen = "; ".join(f"{k}: {v}" for k, v in record.chosen.items() if k != "probe")
     return section(
         "Training",
         *curve_images(open_run_dir(run)),
         paragraph(
             f"Stopped: {outcome.get('stop_reason', '?')}. Chosen: {chosen}. "
-            f"Run time {record.get('duration_s', 0):.0f} s, retention included. "
+            f"Run time {record.duration_s or 0:.0f} s, retention included. "
             f"The run's own report: {run / 'report.html'}"
         ),
     )
@@ -147,14 +146,14 @@ def print_summary(summary: dict, console) -> None:
     """Print the steps, the final ladder and retention to the terminal."""
     from rich.table import Table
 
-    retention = _read(Path(summary["run"]) / "retention.json")
+    retention = RetentionReport.read_if_present(Path(summary["run"]) / "retention.json")
     steps = Table(title="Steps")
     for column in ("step", "seconds", "this time"):
         steps.add_column(column)
     for row in step_rows(summary, retention):
         steps.add_row(*[str(c) for c in row])
     console.print(steps)
-    console.print(ladder_table(json.loads(Path(summary["ladder"]).read_text())))
+    console.print(ladder_table(LadderRecord.read(summary["ladder"]).to_dict()))
     if retention:
-        console.print(f"retention (core): {retention['verdict']}")
+        console.print(f"retention (core): {retention.verdict}")
     console.print(f"report: {summary['report']}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from specialize.artifacts import RunRecord
 from specialize.data.leakage import LeakIndex
 from specialize.evaluate.tasks import EvalItem
 
@@ -14,7 +15,7 @@ def training_files_of(run_or_adapter: Path) -> list[Path]:
     for folder in (run_or_adapter, run_or_adapter.parent):
         record = folder / "run.json"
         if record.is_file():
-            refs = json.loads(record.read_text()).get("data", [])
+            refs = RunRecord.read(record).data
             return [
                 Path(r["path"]).parent / "train.jsonl"
                 for r in refs

@@ -7,13 +7,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from specialize.artifacts import atomic_write_json, sha256_file
+from specialize.artifacts import EvalReport, sha256_file
 from specialize.evaluate.contamination import find_overlaps, training_files_of
 from specialize.evaluate.retention import compare, measure_drift, measure_retention, overall_verdict
 from specialize.evaluate.tasks import evaluate_items, load_eval_items
 from specialize.models.loading import adapter_dir, content_hash, load_model, resolve_model
 
-EVAL_SCHEMA_VERSION = 1
+EVAL_SCHEMA_VERSION = EvalReport.schema_version
 
 
 @dataclass
@@ -67,7 +67,7 @@ def run_eval(
         report["task"] = task_eval(loaded, data, metrics, system, train_data, adapter, progress)
     if suite is not None:
         report["retention"] = retention_eval(loaded, suite, progress)
-    atomic_write_json(out, report)
+    EvalReport.from_dict(report).write(out)
     return report
 
 

@@ -98,7 +98,7 @@ def compare(before: dict, after: dict, *, budget_points: float | None = None) ->
         base = before["tasks"].get(name)
         if base is None:
             continue
-        metric = _headline_metric(tuned["summary"])
+        metric = headline_metric(tuned["summary"])
         b_scores = {r["id"]: r["scores"][metric] for r in base["items"]}
         paired = [
             (b_scores[r["id"]], r["scores"][metric]) for r in tuned["items"] if r["id"] in b_scores
@@ -143,7 +143,8 @@ def _verdict(diff, budget_points: float | None) -> str:
     return f"no significant change ({points:+.1f} points, p={diff.p_value:.3g})"
 
 
-def _headline_metric(summary: dict) -> str:
+def headline_metric(summary: dict) -> str:
+    """The metric a retention task is judged on (the one place it is chosen)."""
     for name in (CORE_METRIC, "mc_acc_norm", "normalised", "mc_acc"):
         if name in summary:
             return name

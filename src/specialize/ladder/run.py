@@ -16,7 +16,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from specialize.artifacts import atomic_write_json, atomic_write_text, sha256_file
+from specialize.artifacts import (
+    LadderRecord,
+    RunRecord,
+    atomic_write_json,
+    atomic_write_text,
+    sha256_file,
+)
 from specialize.config import dump_config
 from specialize.evaluate.metrics import BINARY_METRICS, GENERATIVE_METRICS
 from specialize.evaluate.runner import generate_batch, prompt_ids
@@ -31,7 +37,7 @@ from specialize.models.generation import GenerationSettings
 from specialize.models.loading import adapter_dir, content_hash, resolve_model
 
 log = logging.getLogger(__name__)
-LADDER_SCHEMA_VERSION = 1
+LADDER_SCHEMA_VERSION = LadderRecord.schema_version
 
 
 @dataclass
@@ -85,7 +91,7 @@ def run_ladder(
             atomic_write_json(cached, result)
             results[rung.name][task.name] = result
     report = _report(config, rungs, results, ingredients, base_hash, out)
-    atomic_write_json(out / "ladder.json", report)
+    LadderRecord.from_dict(report).write(out / "ladder.json")
     from specialize.ladder.report import ladder_page
 
     atomic_write_text(out / "ladder.html", ladder_page(report))
@@ -170,7 +176,7 @@ def _adapter(spec: str) -> Adapter:
     source = Path(path if sep else spec).expanduser()
     folder = adapter_dir(source)
     record = source / "run.json"
-    seconds = json.loads(record.read_text()).get("duration_s") if record.is_file() else None
+    seconds = RunRecord.read(record).duration_s if record.is_file() else None
     label = (
         name if sep else (source.name if folder != source else folder.parent.name or folder.name)
     )

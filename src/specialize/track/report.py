@@ -8,13 +8,20 @@ from pathlib import Path
 
 import yaml
 
-from specialize.artifacts import atomic_write_text
+from specialize.artifacts import (
+    DatasetManifest,
+    RetentionReport,
+    RunRecord,
+    atomic_write_text,
+    delta_text,
+)
 from specialize.config import Config, build_config, config_diff
 from specialize.track.html import esc, image, page, paragraph, section, table
 from specialize.track.plots import curves_png
 from specialize.track.rundir import RunDir, open_run_dir
 
 REPORT_FILE = "report.html"
+RETENTION_FILE = "retention.json"
 SAMPLES_FILE = "samples.json"
 
 
@@ -27,15 +34,15 @@ def write_run_report(run_dir: str | Path, config_class: type[Config] | None = No
     run = open_run_dir(run_dir)
     record = run.record()
     html = page(
-        f"Run {record.get('name', run.path.name)}",
+        f"Run {record.name or run.path.name}",
         _summary(run, record),
         _data(record),
         _config(run, config_class),
         _environment(run),
         curves_section(run),
-        retention_section(_read(run.path / "retention.json")),
+        retention_section(RetentionReport.read_if_present(run.path / RETENTION_FILE)),
         _samples(_read(run.path / SAMPLES_FILE)),
-        subtitle=f"{run.path} - {record.get('status', '?')}",
+        subtitle=f"{run.path} - {record.status or '?'}",
     )
     path = run.path / REPORT_FILE
     atomic_write_text(path, html)
@@ -46,18 +53,18 @@ def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _summary(run: RunDir, record: dict) -> str:
-    outcome = record.get("outcome") or {}
-    chosen = outcome.get("chosen") or {}
-    base = record.get("base_model") or {}
+def _summary(run: RunDir, record: RunRecord) -> str:
+    outcome = record.outcome
+    chosen = record.chosen
+    base = record.base_model
     rows = [
-        ["method", record.get("method")],
+        ["method", record.method],
         [
             "base model",
-            f"{base.get('ref', record.get('model'))} ({str(base.get('content_hash', ''))[:12]})",
+            f"{base.get('ref', record.model)} ({str(base.get('content_hash', ''))[:12]})",
         ],
-        ["status", record.get("status")],
-        ["duration (s)", record.get("duration_s")],
+        ["status", record.status],
+        ["duration (s)", record.duration_s],
         ["steps", outcome.get("steps")],
         ["why training stopped", outcome.get("stop_reason")],
         ["chosen checkpoint", chosen.get("checkpoint")],
@@ -70,14 +77,14 @@ def _summary(run: RunDir, record: dict) -> str:
     return section("Summary", table(["", ""], [r for r in rows if r[1] is not None]))
 
 
-def _data(record: dict) -> str:
-    refs = record.get("data") or []
+def _data(record: RunRecord) -> str:
+    refs = record.data
     if not refs:
         return section("Data", paragraph("No data manifest recorded (the run did not finish)."))
     rows = []
     for ref in refs:
-        manifest = _read(Path(ref["path"])) or {}
-        for item in manifest.get("inputs", []):
+        manifest = DatasetManifest.read_if_present(ref["path"])
+        for item in manifest.inputs if manifest else []:
             rows.append(["input", item["path"], item["sha256"][:16], item.get("rows")])
         for split, sha in ref["outputs"].items():
             rows.append(
@@ -85,7 +92,7 @@ def _data(record: dict) -> str:
                     split,
                     str(Path(ref["path"]).parent),
                     sha[:16],
-                    manifest.get("outputs", {}).get(split, {}).get("rows"),
+                    (manifest.outputs if manifest else {}).get(split, {}).get("rows"),
                 ]
             )
     return section("Data", table(["file", "path", "sha256 (16)", "rows"], rows))
@@ -183,31 +190,31 @@ def curve_images(run: RunDir) -> list[str]:
     return parts
 
 
-def retention_section(retention: dict | None) -> str:
+def retention_section(retention: RetentionReport | None) -> str:
     """Base and tuned on the retention suite, paired deltas with CIs, drift and the verdict."""
     if retention is None:
         return section("Retention", paragraph("No retention suite was measured for this run."))
     rows = []
-    for name, row in retention["comparison"].items():
+    for name, row in retention.comparison.items():
         rows.append(
             [
                 name,
                 row["metric"],
                 f"{row['base']['mean']:.3f} [{row['base']['ci95'][0]:.3f}, {row['base']['ci95'][1]:.3f}]",
                 f"{row['tuned']['mean']:.3f} [{row['tuned']['ci95'][0]:.3f}, {row['tuned']['ci95'][1]:.3f}]",
-                f"{row['delta_points']:+.1f} [{row['delta_ci95_points'][0]:+.1f}, {row['delta_ci95_points'][1]:+.1f}]",
+                delta_text(row),
                 f"{row['p_value']:.3g}",
                 row["verdict"],
             ]
         )
-    perplexity = retention["general_perplexity"]
+    perplexity = retention.general_perplexity or {}
     return section(
         "Retention: general ability before and after (same items)",
         table(["task", "metric", "base", "tuned", "delta (points)", "p", "verdict"], rows),
         paragraph(
             f"General-text perplexity {perplexity['base']:.2f} -> {perplexity['tuned']:.2f}; "
-            f"mean KL from the base on general prompts {retention['drift']['kl']['mean']:.4f}. "
-            f"Verdict: {retention['verdict']}."
+            f"mean KL from the base on general prompts {retention.drift['kl']['mean']:.4f}. "
+            f"Verdict: {retention.verdict}."
         ),
     )
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from specialize.artifacts import atomic_write_json
+from specialize.artifacts import RunRecord
 from specialize.errors import NotFoundError, TrainingError
 from specialize.home import runs_dir
 
@@ -59,16 +59,16 @@ class RunDir:
     @property
     def id(self) -> str:
         """The run's id, given when its folder was claimed (runs from before ids: the folder name)."""
-        return self.record().get("id") or self.path.name
+        return self.record().id or self.path.name
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> RunRecord:
         """Return run.json (empty before the run starts)."""
-        return json.loads(self.record_path.read_text()) if self.record_path.exists() else {}
+        return RunRecord.read_if_present(self.record_path) or RunRecord()
 
-    def update_record(self, **fields: Any) -> dict[str, Any]:
+    def update_record(self, **fields: Any) -> RunRecord:
         """Merge `fields` into run.json, atomically; return the whole record."""
-        record = {**self.record(), **fields}
-        atomic_write_json(self.record_path, record)
+        record = self.record().merged(**fields)
+        record.write(self.record_path)
         return record
 
     def append_metrics(self, row: dict[str, Any]) -> None:
@@ -132,7 +132,7 @@ def _claim(path: Path) -> RunDir:
             fix="choose another output.dir",
         ) from None
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps({"id": new_run_id()}, indent=2) + "\n")
+        handle.write(json.dumps(RunRecord(id=new_run_id()).to_dict(), indent=2) + "\n")
     return RunDir(path)
 
 

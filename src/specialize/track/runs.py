@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from specialize.artifacts import sha256_file
-from specialize.errors import DataError, NotFoundError
+from specialize.artifacts import DatasetManifest, RunRecord, sha256_file
+from specialize.errors import DataError, NotFoundError, UserFileError
 from specialize.track import registry
 
 # The hyperparameters a runs table shows, as (column, path in the recipe).
@@ -184,8 +184,8 @@ def own_folder(run: dict) -> Path | None:
     if not path.is_absolute() or not record.is_file():
         return None
     try:
-        owner = json.loads(record.read_text()).get("id") or path.name
-    except json.JSONDecodeError:
+        owner = RunRecord.read(record).id or path.name
+    except UserFileError:  # unreadable or of an unknown version: not provably this run's
         return None
     return path if owner == run["id"] else None
 
@@ -199,8 +199,7 @@ def add_tag(ref: str, tag: str) -> list[str]:
 
 def check_data_unchanged(run_path: Path) -> None:
     """Raise DataError naming the first input or prepared file whose content no longer matches."""
-    record = json.loads((run_path / "run.json").read_text())
-    refs = record.get("data")
+    refs = RunRecord.read(run_path / "run.json").data
     if not refs:
         raise DataError(
             "the run recorded no data manifests, so its data cannot be checked",
@@ -215,12 +214,12 @@ def check_data_unchanged(run_path: Path) -> None:
         ):  # a prepared dataset the recipe pointed at: its files must be as they were
             for split, sha in ref["outputs"].items():
                 _same(manifest_path.parent / f"{split}.jsonl", sha)
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+        manifest = DatasetManifest.read_if_present(manifest_path)
         if manifest is None:
             raise DataError("a data manifest the run used is gone", where=str(manifest_path))
-        for item in manifest["inputs"]:
-            if "/cache/replay/" in item["path"]:
-                continue  # generated from the base model, re-generated on demand
+        if manifest.generated:
+            continue  # generated from the base model, re-generated on demand
+        for item in manifest.inputs:
             _same(Path(item["path"]), item["sha256"])
 
 

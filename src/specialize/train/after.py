@@ -11,9 +11,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from specialize.artifacts import atomic_write_json
+from specialize.artifacts import RetentionReport
 from specialize.data.records import prompt_messages
 from specialize.evaluate.evaluation import load_for_eval, retention_eval
+from specialize.track.report import RETENTION_FILE
 from specialize.track.rundir import RunDir
 from specialize.train.config import RecipeConfig
 from specialize.train.datasets import read_split, run_datasets
@@ -41,25 +42,14 @@ def measure_retention_after(
     if recipe.retention.suite == "none":
         return None
     loaded = load_for_eval(recipe.model, run.path)
-    report = retention_eval(
-        loaded, recipe.retention.suite, progress, budget_points=recipe.retention.budget_points
+    report = RetentionReport.from_dict(
+        retention_eval(
+            loaded, recipe.retention.suite, progress, budget_points=recipe.retention.budget_points
+        )
     )
-    atomic_write_json(run.path / "retention.json", report)
-    headline = {
-        name: {
-            k: row[k] for k in ("metric", "delta_points", "delta_ci95_points", "p_value", "verdict")
-        }
-        | {"base": row["base"]["mean"], "tuned": row["tuned"]["mean"]}
-        for name, row in report["comparison"].items()
-    }
-    log.info("retention: %s", report["verdict"])
-    return {
-        "suite": recipe.retention.suite,
-        "verdict": report["verdict"],
-        "tasks": headline,
-        "drift_kl": report["drift"]["kl"]["mean"],
-        "general_perplexity": report["general_perplexity"],
-    }
+    report.write(run.path / RETENTION_FILE)
+    log.info("retention: %s", report.verdict)
+    return report.headline()
 
 
 def retention_not_applicable(recipe: RecipeConfig, run: RunDir, progress: bool = True) -> dict:

@@ -84,7 +84,11 @@ class TrainingSection(Config):
         1, ge=1, description="Steps of gradients summed per optimizer step."
     )
     max_length: int = Field(
-        1024, ge=8, description="Longest sequence in tokens; longer ones are truncated."
+        1024,
+        ge=8,
+        description="Longest sequence in tokens, for every method: prompt and answer together (sft, dpo, "
+        "reward, rl's prompt plus preference.max_new_tokens, the reward model when it judges), one packed "
+        "block (cpt). The data stage a run does on a raw file or data config uses it as its limit too.",
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")

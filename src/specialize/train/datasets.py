@@ -15,16 +15,13 @@ from pathlib import Path
 
 import yaml
 
-from specialize.artifacts import sha256_text
+from specialize.artifacts import SELF_REPLAY, DatasetManifest, sha256_text
 from specialize.data.config import DataConfig, SourceConfig, SplitConfig, load_data_config
 from specialize.data.mixing import replay_mix
 from specialize.data.prepare import prepare
 from specialize.data.templates import mask_row
 from specialize.errors import DataError
 from specialize.track.rundir import RunDir
-
-# The base model's own answers to general questions (train/replay.py).
-SELF_REPLAY = "builtin:self-replay"
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100  # label value the loss skips
@@ -35,12 +32,12 @@ class PreparedData:
     """A dataset directory the data stage wrote, and its manifest."""
 
     path: Path
-    manifest: dict
+    manifest: DatasetManifest
 
     @property
     def replay(self) -> bool:
         """Whether this is general replay data (recorded in its manifest), not the task's."""
-        return self.manifest.get("replay") is not None
+        return self.manifest.replay is not None
 
     def rows(self, split: str) -> list[dict]:
         file = self.path / f"{split}.jsonl"
@@ -53,7 +50,7 @@ class PreparedData:
     @property
     def fingerprint(self) -> str:
         return sha256_text(
-            "".join(self.manifest["outputs"][s]["sha256"] for s in ("train", "val", "test"))
+            "".join(self.manifest.outputs[s]["sha256"] for s in ("train", "val", "test"))
         )
 
 
@@ -72,9 +69,9 @@ def resolve_dataset(
     data config sets its own; `replay` marks general replay data in the manifest."""
     path = Path(ref).expanduser()
     if (path / "manifest.json").is_file():
-        manifest = json.loads((path / "manifest.json").read_text())
-        if replay is not None and manifest.get("replay") is None:
-            manifest["replay"] = replay  # a prepared dir the recipe names as its replay source
+        manifest = DatasetManifest.read(path / "manifest.json")
+        if replay is not None and manifest.replay is None:
+            manifest.replay = replay  # a prepared dir the recipe names as its replay source
         return PreparedData(path, manifest)
     if not path.exists():
         raise DataError(
@@ -92,15 +89,19 @@ def resolve_dataset(
             sources=[SourceConfig(path=str(path))],
             model=model,
             split=SplitConfig(val=val_fraction, test=0.0),
-            **({"max_length": max_length} if max_length is not None else {}),
         )
+        if max_length is not None:
+            # Training cuts (sft, dpo, reward) or splits into blocks (cpt) what is longer; the data
+            # stage measures against the same limit and reports the rows over it.
+            config.max_length = max_length
+            config.clean.too_long = "keep"
     out = run.path / "data" / path.stem
     reusable = _prepared_from_same_inputs(out, config)
     if reusable is not None:  # a resumed run, or another process of a distributed one
         return reusable
     log.info("preparing %s -> %s", ref, out)
     manifest = prepare(config, out, progress=False, replay=replay)
-    return PreparedData(out, json.loads(json.dumps(manifest.__dict__, default=str)))
+    return PreparedData(out, manifest)
 
 
 def _prepared_from_same_inputs(out: Path, config: DataConfig) -> PreparedData | None:
@@ -110,8 +111,8 @@ def _prepared_from_same_inputs(out: Path, config: DataConfig) -> PreparedData | 
     manifest_path = out / "manifest.json"
     if not manifest_path.is_file():
         return None
-    manifest = json.loads(manifest_path.read_text())
-    for recorded, source in zip(manifest["inputs"], config.sources, strict=False):
+    manifest = DatasetManifest.read(manifest_path)
+    for recorded, source in zip(manifest.inputs, config.sources, strict=False):
         path = Path(source.path)
         if path.is_file() and sha256_file(path) != recorded["sha256"]:
             return None
@@ -122,7 +123,7 @@ def run_datasets(run: RunDir, *, replay: bool | None = None) -> list[PreparedDat
     """Every prepared dataset a run read: those the run prepared into its own folder, then the
     prepared directories its recipe named. `replay` True/False keeps only replay / task data."""
     found = [
-        PreparedData(m.parent, json.loads(m.read_text()))
+        PreparedData(m.parent, DatasetManifest.read(m))
         for m in sorted(run.path.glob("data/*/manifest.json"))
     ]
     data = yaml.safe_load(run.config.read_text())["data"]
@@ -130,9 +131,9 @@ def run_datasets(run: RunDir, *, replay: bool | None = None) -> list[PreparedDat
     for ref in data["train"] + data["val"] + ([replay_source] if replay_source else []):
         manifest = Path(ref) / "manifest.json"
         if manifest.is_file():
-            body = json.loads(manifest.read_text())
-            if ref == replay_source and body.get("replay") is None:
-                body["replay"] = replay_source
+            body = DatasetManifest.read(manifest)
+            if ref == replay_source and body.replay is None:
+                body.replay = replay_source
             found.append(PreparedData(Path(ref), body))
     return [d for d in found if replay is None or d.replay == replay]
 

@@ -68,6 +68,17 @@ def needs_reward_model(method: str, recipe: RecipeConfig) -> Problem | None:
     )
 
 
+def room_for_answers(method: str, recipe: RecipeConfig) -> Problem | None:
+    if recipe.training.max_length > recipe.preference.max_new_tokens:
+        return None
+    return Problem(
+        "training.max_length",
+        f"training.max_length ({recipe.training.max_length}) leaves no room for a prompt before "
+        f"preference.max_new_tokens ({recipe.preference.max_new_tokens}) of answer",
+        "raise training.max_length or lower preference.max_new_tokens",
+    )
+
+
 @dataclass(frozen=True)
 class Method:
     """One training method: its builder, its config checks and its after-training steps."""
@@ -96,7 +107,7 @@ METHODS: dict[str, Method] = {
     "rl": Method(
         "GRPO against a reward model, with a KL penalty to the base",
         train_rl,
-        checks=(needs_reward_model, lora_only, no_replay),
+        checks=(needs_reward_model, lora_only, no_replay, room_for_answers),
         after=(WIN_RATE, RETENTION, SAMPLES),
     ),
 }

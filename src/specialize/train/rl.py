@@ -5,6 +5,8 @@ the adapter off."""
 
 from __future__ import annotations
 
+import logging
+
 from specialize.data.records import prompt_messages
 from specialize.errors import ConfigError
 from specialize.models.loading import load_model
@@ -15,6 +17,8 @@ from specialize.train.datasets import recipe_rows
 from specialize.train.judge import load_judge
 from specialize.train.precision import Precision
 from specialize.train.trainer import Outcome, plan_steps, to_trl_args, train_with
+
+log = logging.getLogger(__name__)
 
 
 def train_rl(
@@ -36,7 +40,11 @@ def train_rl(
     model, tokenizer = load_model(recipe.model)
     model = adapt(model, recipe.adaptation)
     rows = recipe_rows(recipe, run)
-    train, val = _prompts(rows.train), _prompts(rows.val)
+    budget = recipe.training.max_length - settings.max_new_tokens
+    train, val = (
+        _fit(_prompts(rows.train), tokenizer, budget),
+        _fit(_prompts(rows.val), tokenizer, budget),
+    )
     plan = plan_steps(
         recipe, len(train) * settings.group_size, len(val) * settings.group_size, rows.epochs
     )
@@ -51,7 +59,7 @@ def train_rl(
         max_completion_length=settings.max_new_tokens,
         per_device_eval_batch_size=recipe.training.batch_size,
         padding_free=None,
-        max_length=None,
+        max_length=None,  # GRPO has no total length: prompts are kept within it by _fit
     )
     outcome, _ = train_with(
         GRPOTrainer,
@@ -76,3 +84,22 @@ def _prompts(rows: list[dict]) -> list[dict]:
     if any(p is None for p in prompts):
         raise ConfigError(["method rl needs prompts: preference rows or chat rows"])
     return [{"prompt": p} for p in prompts]
+
+
+def _fit(prompts: list[dict], tokenizer, budget: int) -> list[dict]:
+    """Keep the prompts that leave room for the answer within training.max_length."""
+
+    def length(prompt: list[dict]) -> int:
+        text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    kept = [p for p in prompts if length(p["prompt"]) <= budget]
+    if len(kept) < len(prompts):
+        log.warning(
+            "%d of %d prompts are longer than training.max_length minus preference.max_new_tokens "
+            "(%d tokens) and were left out; raise training.max_length to keep them",
+            len(prompts) - len(kept),
+            len(prompts),
+            budget,
+        )
+    return kept

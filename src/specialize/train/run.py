@@ -156,7 +156,7 @@ def _record_start(
     registry.record_run(
         {
             "id": run.id,
-            "name": record["name"],
+            "name": record.name,
             "path": str(run.path),
             "method": recipe.method,
             "base_model": recipe.model,
@@ -164,7 +164,7 @@ def _record_start(
             "data_hash": None,
             "config_json": recipe.model_dump(mode="json"),
             "status": "running",
-            "started_at": record["started"],
+            "started_at": record.started,
         }
     )
 
@@ -196,7 +196,7 @@ def _data_manifests(run: RunDir) -> list[dict]:
         {
             "path": str(data.path / "manifest.json"),
             "sha256": sha256_file(data.path / "manifest.json"),
-            "outputs": {k: v["sha256"] for k, v in data.manifest["outputs"].items()},
+            "outputs": {k: v["sha256"] for k, v in data.manifest.outputs.items()},
             "replay": data.replay,
         }
         for data in run_datasets(run)
