@@ -92,7 +92,7 @@ SPECIALIZE_PATH = """
         "eval": {{"every_steps": 100000, "patience": None}}, "output": {{"dir": "{out}"}},
         "retention": {{"suite": "none"}}}})  # training only: the TRL path measures no retention either
     run = train(recipe, progress=False)
-    RESULT = {{"runtime_s": run.record()["outcome"]["runtime_s"], "steps": run.record()["outcome"]["steps"]}}
+    RESULT = {{"runtime_s": run.record().outcome["runtime_s"], "steps": run.record().outcome["steps"]}}
 """
 
 TRL_PATH = """

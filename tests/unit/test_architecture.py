@@ -190,7 +190,7 @@ def test_training_max_length_reaches_the_data_stage(tiny_model_dir, tmp_path):
 
     run = new_run_dir("x", tmp_path / "run")
     data = resolve_dataset(str(SUPPORT_DATA), run, str(tiny_model_dir), max_length=16)
-    assert data.manifest["config"]["max_length"] == 16
-    assert data.manifest["tokens"]["train"]["truncated_at_max_length"] > 0
-    assert data.manifest["outputs"]["rejects"]["rows"] == 0  # kept: training cuts them
+    assert data.manifest.config["max_length"] == 16
+    assert data.manifest.tokens["train"]["truncated_at_max_length"] > 0
+    assert data.manifest.outputs["rejects"]["rows"] == 0  # kept: training cuts them
     assert data.replay is False

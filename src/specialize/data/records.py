@@ -428,14 +428,18 @@ def prompt_messages(row: dict) -> list[dict] | None:
     """Return what the model is asked as chat messages: a preference or completion row's prompt
     (text becomes one user turn), or a chat's turns before its last assistant answer. None for
     rows that ask nothing (raw text). The one place a row's prompt becomes messages."""
-    if "prompt" in row:
-        prompt = row["prompt"]
-        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+    prompt = row.get("prompt")
+    if isinstance(prompt, str):
+        messages = [{"role": "user", "content": prompt}]
+    elif isinstance(prompt, list) and prompt:
+        messages = prompt
     elif isinstance(row.get("messages"), list) and row["messages"]:
         messages = row["messages"]
     else:
         return None
-    if messages and messages[-1].get("role") == "assistant":
+    if not all(isinstance(m, dict) for m in messages):
+        return None
+    if messages[-1].get("role") == "assistant":
         messages = messages[:-1]
     return [dict(m) for m in messages] or None
 

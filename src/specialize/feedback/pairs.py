@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 from specialize.data.formats import read_rows
+from specialize.data.records import prompt_messages
 from specialize.errors import DataError
 from specialize.feedback.store import Pair, pair_id
 from specialize.models.generation import GenerationSettings
@@ -20,13 +21,8 @@ def read_prompts(path: str | Path) -> list[list[dict]]:
         value = raw.value
         if raw.problem:
             problems.append(f"{raw.where}: {raw.problem[1]}")
-        elif isinstance(value, dict) and isinstance(value.get("prompt"), str):
-            prompts.append([{"role": "user", "content": value["prompt"]}])
-        elif isinstance(value, dict) and isinstance(
-            value.get("prompt") or value.get("messages"), list
-        ):
-            messages = list(value.get("prompt") or value["messages"])
-            prompts.append(messages[:-1] if messages[-1].get("role") == "assistant" else messages)
+        elif isinstance(value, dict) and (messages := prompt_messages(value)):
+            prompts.append(messages)
         elif isinstance(value, dict) and isinstance(value.get("text"), str):
             prompts.append([{"role": "user", "content": value["text"]}])
         else:

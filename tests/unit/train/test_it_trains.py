@@ -41,7 +41,7 @@ def test_lora_sft_trains_the_adapter_and_leaves_the_base(tiny_recipe, tiny_model
             assert torch.equal(value, before[name.replace("base_layer.", "")]), name
     assert {p.name: sha256_file(p) for p in tiny_model_dir.iterdir() if p.is_file()} == on_disk
     record = run.record()
-    assert record["status"] == "finished" and record["outcome"]["chosen"]["checkpoint"]
+    assert record.status == "finished" and record.chosen["checkpoint"]
 
 
 def test_full_fine_tuning_changes_base_weights(tiny_recipe, tiny_model_dir):
