@@ -10,7 +10,12 @@ from specialize.train.adaptation import adapt
 from specialize.train.config import RecipeConfig
 from specialize.train.datasets import recipe_rows
 from specialize.train.dpo import preference_pairs
-from specialize.train.judge import Judge, load_reward_model, preference_accuracy
+from specialize.train.judge import (  # noqa: F401  (reward_scores: the old import path)
+    Judge,
+    load_reward_model,
+    preference_accuracy,
+    reward_scores,
+)
 from specialize.train.precision import Precision
 from specialize.train.trainer import Outcome, plan_steps, to_trl_args, train_with
 

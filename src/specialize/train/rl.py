@@ -21,6 +21,13 @@ from specialize.train.trainer import Outcome, plan_steps, to_trl_args, train_wit
 log = logging.getLogger(__name__)
 
 
+def load_scorer(reward_run: str, model_ref: str):
+    """Return (model, tokenizer) of a reward model run (kept for callers of the old name; new
+    code uses train/judge.py's `load_judge`, which also knows the judge's max_length)."""
+    judge = load_judge(reward_run, model_ref)
+    return judge.model, judge.tokenizer
+
+
 def train_rl(
     recipe: RecipeConfig,
     run: RunDir,
