@@ -31,7 +31,7 @@ from specialize.models.generation import GenerationSettings
 from specialize.models.loading import adapter_dir, content_hash, resolve_model
 
 log = logging.getLogger(__name__)
-LADDER_SCHEMA_VERSION = 1
+LADDER_SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -114,17 +114,21 @@ def _ingredients(config: LadderConfig) -> Ingredients:
 
 
 def _task_items(task: TaskConfig, limit: int | None) -> list[EvalItem]:
-    items = load_eval_items(task.data)
-    if task.category is not None:
-        items = [i for i in items if i.category == task.category]
-    if not items:
-        from specialize.errors import DataError
+    from specialize.errors import DataError
 
+    items = load_eval_items(task.data)
+    wanted = dict(task.where)
+    if task.category is not None:
+        wanted["category"] = task.category
+    for name in [*wanted, *([task.breakdown] if task.breakdown else [])]:
+        _check_field(task, items, name)
+    items = [i for i in items if all(str(item_field(i, k)) == str(v) for k, v in wanted.items())]
+    if not items:
         raise DataError(
             f"task {task.name!r} has no items"
-            + (f" with category {task.category!r}" if task.category else ""),
+            + (f" with {', '.join(f'{k}={v!r}' for k, v in wanted.items())}" if wanted else ""),
             where=task.data,
-            fix="check the task's data file and category",
+            fix="check the task's data file, category and where",
         )
     if any(i.choices is not None for i in items):
         from specialize.errors import DataError
@@ -134,6 +138,28 @@ def _task_items(task: TaskConfig, limit: int | None) -> list[EvalItem]:
             where=task.data,
         )
     return items[:limit] if limit else items
+
+
+def item_field(item: EvalItem, name: str):
+    """The value of one of an item's row fields (id, category or any other scalar field), or None."""
+    if name == "id":
+        return item.id
+    if name == "category":
+        return item.category
+    return item.meta.get(name)
+
+
+def _check_field(task: TaskConfig, items: list[EvalItem], name: str) -> None:
+    if any(item_field(i, name) is not None for i in items):
+        return
+    from specialize.errors import DataError
+
+    fields = sorted({"id", "category"} | {k for i in items for k in i.meta})
+    raise DataError(
+        f"task {task.name!r}: no row has the field {name!r}",
+        where=task.data,
+        fix=f"use one of the rows' fields: {', '.join(fields)}",
+    )
 
 
 def _documents_hash(retriever: DocumentRetriever | None) -> str | None:
@@ -186,7 +212,7 @@ def _result_key(
         "rung": kind,
         "base": base_hash,
         "adapter": rung.adapter.content_hash if rung.adapter else None,
-        "task": task.model_dump(mode="json", exclude={"name", "data", "category"}),
+        "task": task.model_dump(mode="json", exclude={"name", "data", "category", "where"}),
         "items": [[i.id, i.prompt, i.answers] for i in items],
         "prompt": config.prompt.model_dump(mode="json", exclude={"examples"})
         if kind == "prompt"
@@ -267,17 +293,39 @@ def _evaluate(
             "score": metric(output, item.answers),
             "prompt_tokens": len(prompt_ids(tokenizer, prompt)),
             "meta": item.meta,
+            "fields": {"id": item.id, "category": item.category, **item.meta},
         }
         if "rag" in rung.kind:
             row["retrieved"] = prompts.sources(item)
+        shots = prompts.shots_for(item) if rung.kind == "prompt" else None
+        if shots is not None:
+            row["few_shot"] = shots.note()
         rows.append(row)
-    return {
+    result = {
         "rung": rung.name,
         "task": task.name,
         "metric": task.metric,
         "seconds": round(seconds, 2),
         "items": rows,
     }
+    if rung.kind == "prompt":
+        result["few_shot"] = _few_shot_summary(task, rows)
+    return result
+
+
+def _few_shot_summary(task: TaskConfig, rows: list[dict]) -> dict:
+    """How many items got few-shot examples with their own system prompt, and how many fell back."""
+    fallback = sum(1 for r in rows if r.get("few_shot", "").startswith("fallback"))
+    with_shots = sum(1 for r in rows if "few_shot" in r)
+    summary = {"items": len(rows), "with_examples": with_shots, "fallback": fallback}
+    if fallback:
+        summary["note"] = (
+            f"{fallback} of {len(rows)} items: no few-shot example shares the item's system prompt, "
+            "so the nearest examples regardless of system prompt were used; give prompt.examples "
+            "rows with the eval items' system prompt to compare like with like"
+        )
+        log.warning("ladder: prompt / %s: %s", task.name, summary["note"])
+    return summary
 
 
 def _report(
@@ -340,10 +388,13 @@ def _rung_summary(task: TaskConfig, rung: Rung, result: dict, eval_file: Path) -
         "one_time_seconds": round(rung.one_time_seconds, 2),
         "eval_file": str(eval_file),
     }
+    if "few_shot" in result:
+        summary["few_shot"] = result["few_shot"]
     if task.breakdown:
         groups: dict[str, list[float]] = {}
         for row in rows:
-            groups.setdefault(str(row["meta"].get(task.breakdown)), []).append(row["score"])
+            value = row.get("fields", row["meta"]).get(task.breakdown)
+            groups.setdefault("(missing)" if value is None else str(value), []).append(row["score"])
         summary["breakdown"] = {
             value: estimate(scores, binary).as_dict() for value, scores in sorted(groups.items())
         }

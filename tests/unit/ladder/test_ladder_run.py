@@ -70,7 +70,8 @@ def test_every_rung_answers_the_same_items_and_a_rerun_is_cached(
     assert report["order"] == ["base", "prompt", "rag", "tuned", "tuned+rag"]
     for task in report["tasks"].values():
         assert task["n"] == 4 and set(task["rungs"]) == set(report["order"])
-        assert task["decision"]["recommended"] in report["order"]
+        decision = task["decision"]  # a random tiny model may solve nothing: then no recommendation
+        assert decision["recommended"] in ([None] if decision["unsolved"] else report["order"])
         for info in task["rungs"].values():
             assert info["score"]["n"] == 4 and info["seconds_per_item"] > 0
             rows = json.loads(Path(info["eval_file"]).read_text())["tasks"]
