@@ -10,6 +10,7 @@ from pathlib import Path
 from specialize.artifacts import atomic_write_json, sha256_file
 from specialize.evaluate.contamination import find_overlaps, training_files_of
 from specialize.evaluate.retention import compare, measure_drift, measure_retention, overall_verdict
+from specialize.evaluate.skew import check_skew
 from specialize.evaluate.tasks import evaluate_items, load_eval_items
 from specialize.models.loading import adapter_dir, content_hash, load_model, resolve_model
 
@@ -56,6 +57,10 @@ def run_eval(
     progress: bool = True,
 ) -> dict:
     """Evaluate and write eval.json; return its content."""
+    skew = None
+    if adapter is not None and data is not None:  # before the model loads: the warning comes first
+        prompts = [item.prompt for item in load_eval_items(data, system=system)]
+        skew = check_skew(adapter, prompts, model_ref).as_dict()
     loaded = load_for_eval(model_ref, adapter)
     report: dict = {
         "schema_version": EVAL_SCHEMA_VERSION,
@@ -63,6 +68,8 @@ def run_eval(
         "model": {"ref": model_ref, "content_hash": loaded.base_hash},
         "adapter": str(adapter) if adapter else None,
     }
+    if skew is not None:
+        report["prompt_format"] = skew
     if data is not None:
         report["task"] = task_eval(loaded, data, metrics, system, train_data, adapter, progress)
     if suite is not None:

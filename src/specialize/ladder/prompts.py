@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from specialize.data.formats import read_rows
+from specialize.data.retrieval import EXCERPTS_HEADER, BM25Index, DocumentRetriever, with_excerpts
 from specialize.evaluate.tasks import EvalItem
 from specialize.ladder.config import TaskConfig
-from specialize.ladder.retrieval import BM25Index, DocumentRetriever
 
-EXCERPTS_HEADER = "Relevant excerpts from the knowledge documents:"
+__all__ = ["EXCERPTS_HEADER", "ExamplePool", "RungPrompts", "question_of"]
 
 
 @dataclass(frozen=True)
@@ -132,9 +132,7 @@ class RungPrompts:
 
     def _with_excerpts(self, item: EvalItem, system: str) -> list[dict]:
         chunks = self.retriever.search(question_of(item), self.top_k) if self.retriever else []
-        excerpts = "\n".join(c.cited() for c in chunks)
-        extended = f"{system}\n\n{EXCERPTS_HEADER}\n{excerpts}" if chunks else system
-        return _replace_system(item.prompt, extended)
+        return _replace_system(item.prompt, with_excerpts(system, chunks))
 
     def sources(self, item: EvalItem) -> list[str]:
         """The chunks a rag rung retrieves for this item, as `file#chunk`."""

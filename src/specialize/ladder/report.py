@@ -12,6 +12,9 @@ from specialize.track.plots import intervals_png
 def ladder_section(report: dict, *, answers: int = 3) -> str:
     """Return the ladder's HTML: the table with CIs per task, the decision, and sample answers."""
     parts = [paragraph(f"Rule: {report['rule']}.", "muted"), _plot(report)]
+    for rung, check in (report.get("prompt_format") or {}).items():
+        if check.get("skewed"):
+            parts.append(paragraph(f"{rung}: {check['warning']}", "bad"))
     for name, task in report["tasks"].items():
         parts.append(f"<h3>{esc(name)} ({esc(task['metric'])}, n={task['n']})</h3>")
         parts.append(table(*_rows(task)))

@@ -18,15 +18,16 @@ from pathlib import Path
 
 from specialize.artifacts import atomic_write_json, atomic_write_text, sha256_file
 from specialize.config import dump_config
+from specialize.data.retrieval import DocumentRetriever
 from specialize.evaluate.metrics import BINARY_METRICS, GENERATIVE_METRICS
 from specialize.evaluate.runner import generate_batch, prompt_ids
+from specialize.evaluate.skew import check_skew
 from specialize.evaluate.stats import estimate
 from specialize.evaluate.tasks import EvalItem, load_eval_items
 from specialize.home import cache_dir
 from specialize.ladder.config import RUNG_ORDER, LadderConfig, TaskConfig
 from specialize.ladder.decision import recommend
 from specialize.ladder.prompts import ExamplePool, RungPrompts
-from specialize.ladder.retrieval import DocumentRetriever
 from specialize.models.generation import GenerationSettings
 from specialize.models.loading import adapter_dir, content_hash, resolve_model
 
@@ -40,6 +41,7 @@ class Adapter:
     path: Path  # the PEFT adapter folder
     content_hash: str
     training_seconds: float | None  # from the run record, when the adapter came from a run
+    source: Path | None = None  # the run or adapter directory the config named
 
 
 @dataclass
@@ -70,6 +72,7 @@ def run_ladder(
     base_hash = content_hash(resolve_model(config.model).path)
     ingredients = _ingredients(config)
     rungs = _rungs(config, ingredients)
+    skew = _skew_checks(config, rungs, ingredients)
     models = _LazyModels(config.model, [r.adapter for r in rungs if r.adapter])
     results: dict[str, dict[str, dict]] = {}
     for rung in rungs:
@@ -85,6 +88,7 @@ def run_ladder(
             atomic_write_json(cached, result)
             results[rung.name][task.name] = result
     report = _report(config, rungs, results, ingredients, base_hash, out)
+    report["prompt_format"] = skew
     atomic_write_json(out / "ladder.json", report)
     from specialize.ladder.report import ladder_page
 
@@ -191,6 +195,21 @@ def _rungs(config: LadderConfig, ingredients: Ingredients) -> list[Rung]:
     return rungs
 
 
+def _skew_checks(config: LadderConfig, rungs: list[Rung], ingredients: Ingredients) -> dict:
+    """Per tuned rung: do the prompts it will send look like its adapter's training rows?"""
+    checks = {}
+    for rung in rungs:
+        if rung.adapter is None:
+            continue
+        prompts = RungPrompts(config.tasks[0], None, 0, ingredients.retriever, config.rag.top_k)
+        requests = []
+        for task in config.tasks:
+            prompts.task = task
+            requests += [prompts.build(rung.kind, item) for item in ingredients.tasks[task.name]]
+        checks[rung.name] = check_skew(rung.adapter.source, requests, config.model).as_dict()
+    return checks
+
+
 def _adapter(spec: str) -> Adapter:
     name, sep, path = spec.partition("=")
     source = Path(path if sep else spec).expanduser()
@@ -200,7 +219,7 @@ def _adapter(spec: str) -> Adapter:
     label = (
         name if sep else (source.name if folder != source else folder.parent.name or folder.name)
     )
-    return Adapter(label, folder, content_hash(folder), seconds)
+    return Adapter(label, folder, content_hash(folder), seconds, source)
 
 
 def _result_key(

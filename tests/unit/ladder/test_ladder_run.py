@@ -79,6 +79,9 @@ def test_every_rung_answers_the_same_items_and_a_rerun_is_cached(
     rungs = report["tasks"]["structured"]["rungs"]
     assert rungs["rag"]["prompt_tokens_per_item"] > rungs["base"]["prompt_tokens_per_item"]
     assert set(report["tasks"]["policy"]["rungs"]["base"]["breakdown"]) <= {"trained", "docs-only"}
+    # a bare adapter folder has no training rows to compare with: recorded as unchecked
+    assert set(report["prompt_format"]) == {"tuned", "tuned+rag"}
+    assert report["prompt_format"]["tuned"]["checked"] is False
     assert (tmp_path / "out" / "ladder.html").read_text().count("<table>") >= 2
 
     monkeypatch.setattr(
