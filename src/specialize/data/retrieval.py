@@ -100,6 +100,7 @@ class DocumentRetriever:
     """Chunks of a folder of documents, searchable by a question."""
 
     def __init__(self, folder: str | Path, *, max_words: int = 40):
+        self.max_words = max_words
         self.chunks = chunk_documents(folder, max_words=max_words)
         self._index = BM25Index([f"{c.source} {c.text}" for c in self.chunks])
 

@@ -37,6 +37,7 @@ class Layout:
     context: bool  # retrieved excerpts ride in the system prompt
     template: str  # "chat template <id>" or "raw text (no chat template)"
     rows: int
+    lead: str = ""  # the leading instruction most user turns share, when they share one
 
     def describe(self) -> str:
         return (
@@ -85,8 +86,12 @@ class SkewCheck:
         return result
 
 
-def layout_of(prompts: list[list[dict] | str], template: str) -> Layout:
-    """Return the majority layout of prompts (message lists, or raw text for completions)."""
+def layout_of(prompts: list[list[dict] | str], template: str, known_lead: str = "") -> Layout:
+    """Return the majority layout of prompts (message lists, or raw text for completions).
+
+    `known_lead` is the training rows' shared leading instruction: a single request (serve)
+    cannot show a shared lead by itself, but it can start with the one training used.
+    """
     chats = [p for p in prompts if isinstance(p, list)]
     if len(chats) * 2 < len(prompts):
         return Layout(False, "user turn", False, "raw text (no chat template)", len(prompts))
@@ -94,9 +99,18 @@ def layout_of(prompts: list[list[dict] | str], template: str) -> Layout:
     with_system = sum(1 for s in systems if s) * 2 >= len(chats)
     context = sum(1 for s in systems if EXCERPTS_HEADER in s) * 2 > len(chats)
     users = [_last_user(m) for m in chats]
-    in_user = not with_system or _shared_leading_instruction(users)
+    lead = _shared_lead(users)
+    if not lead and known_lead:
+        starts = sum(1 for u in users if " ".join(u.lower().split()).startswith(known_lead))
+        lead = known_lead if starts * 2 > len(users) else ""
+    in_user = not with_system or bool(lead)
     return Layout(
-        with_system, "user turn" if in_user else "system turn", context, template, len(prompts)
+        with_system,
+        "user turn" if in_user else "system turn",
+        context,
+        template,
+        len(prompts),
+        lead,
     )
 
 
@@ -125,7 +139,7 @@ def training_format(adapter: str | Path, model_ref: str | None = None) -> Traini
     prompts = [r["messages"][:-1] if "messages" in r else r.get("text", "") for r in rows]
     layout = layout_of(prompts, template)
     if raft:  # retrieved excerpts are added to the rows at training time (data.raft)
-        layout = Layout(True, layout.instruction, True, layout.template, layout.rows)
+        layout = Layout(True, layout.instruction, True, layout.template, layout.rows, layout.lead)
     return TrainingFormat(layout, [str(f) for f in files], trained_on)
 
 
@@ -142,9 +156,9 @@ def check_skew(
     `training` saves re-reading the rows when one adapter answers many requests (serve).
     """
     training = training or training_format(adapter, model_ref)
-    check = SkewCheck(
-        str(adapter), training.layout, layout_of(requests, _template(model_ref)), training.files
-    )
+    lead = training.layout.lead if training.layout else ""
+    requests_layout = layout_of(requests, _template(model_ref), lead)
+    check = SkewCheck(str(adapter), training.layout, requests_layout, training.files)
     if training.layout is None:
         return check
     check.mismatches, check.fixes = _compare(training.layout, check.requests, training.trained_on)
@@ -268,15 +282,15 @@ def _text(content) -> str:
     return str(content or "")
 
 
-def _shared_leading_instruction(users: list[str]) -> bool:
-    """True when most user turns open with the same paragraph (or the same first words)."""
+def _shared_lead(users: list[str]) -> str:
+    """The paragraph (or first words) most user turns open with; "" when they share none."""
     if len(users) < 2:
-        return False
+        return ""
     leads = Counter(_lead(u) for u in users if u.strip())
     if not leads:
-        return False
-    _, count = leads.most_common(1)[0]
-    return count >= 2 and count >= _SHARED_SHARE * len(users)
+        return ""
+    lead, count = leads.most_common(1)[0]
+    return lead if count >= 2 and count >= _SHARED_SHARE * len(users) else ""
 
 
 def _lead(text: str) -> str:

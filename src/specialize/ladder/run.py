@@ -21,7 +21,7 @@ from specialize.config import dump_config
 from specialize.data.retrieval import DocumentRetriever
 from specialize.evaluate.metrics import BINARY_METRICS, GENERATIVE_METRICS
 from specialize.evaluate.runner import generate_batch, prompt_ids
-from specialize.evaluate.skew import check_skew
+from specialize.evaluate.skew import check_skew, run_dir_of
 from specialize.evaluate.stats import estimate
 from specialize.evaluate.tasks import EvalItem, load_eval_items
 from specialize.home import cache_dir
@@ -42,6 +42,7 @@ class Adapter:
     content_hash: str
     training_seconds: float | None  # from the run record, when the adapter came from a run
     source: Path | None = None  # the run or adapter directory the config named
+    raft: dict | None = None  # the run's data.raft: tuned+rag then shows context as it trained
 
 
 @dataclass
@@ -61,6 +62,16 @@ class Ingredients:
     retriever: DocumentRetriever | None
     index_seconds: float
     fingerprint: dict = field(default_factory=dict)
+    documents: str | None = None
+    _by_words: dict = field(default_factory=dict)
+
+    def retriever_for(self, chunk_words: int) -> DocumentRetriever | None:
+        """The documents chunked at `chunk_words` (a RAFT adapter may have trained on other chunks)."""
+        if self.retriever is None or chunk_words == self.retriever.max_words:
+            return self.retriever
+        if chunk_words not in self._by_words:
+            self._by_words[chunk_words] = DocumentRetriever(self.documents, max_words=chunk_words)
+        return self._by_words[chunk_words]
 
 
 def run_ladder(
@@ -114,7 +125,9 @@ def _ingredients(config: LadderConfig) -> Ingredients:
         "examples": sha256_file(config.prompt.examples) if pool else None,
         "documents": _documents_hash(retriever),
     }
-    return Ingredients(tasks, pool, retriever, time.monotonic() - started, fingerprint)
+    return Ingredients(
+        tasks, pool, retriever, time.monotonic() - started, fingerprint, config.rag.documents
+    )
 
 
 def _task_items(task: TaskConfig, limit: int | None) -> list[EvalItem]:
@@ -201,10 +214,11 @@ def _skew_checks(config: LadderConfig, rungs: list[Rung], ingredients: Ingredien
     for rung in rungs:
         if rung.adapter is None:
             continue
-        prompts = RungPrompts(config.tasks[0], None, 0, ingredients.retriever, config.rag.top_k)
+        context = _context_settings(config, rung)
+        retriever = ingredients.retriever_for(context["chunk_words"])
         requests = []
         for task in config.tasks:
-            prompts.task = task
+            prompts = RungPrompts(task, None, 0, retriever, context["top_k"])
             requests += [prompts.build(rung.kind, item) for item in ingredients.tasks[task.name]]
         checks[rung.name] = check_skew(rung.adapter.source, requests, config.model).as_dict()
     return checks
@@ -219,7 +233,30 @@ def _adapter(spec: str) -> Adapter:
     label = (
         name if sep else (source.name if folder != source else folder.parent.name or folder.name)
     )
-    return Adapter(label, folder, content_hash(folder), seconds, source)
+    return Adapter(label, folder, content_hash(folder), seconds, source, _raft_of(source))
+
+
+def _raft_of(source: Path) -> dict | None:
+    """The data.raft settings of the run an adapter came from (None when it trained without)."""
+    import yaml
+
+    run = run_dir_of(source)
+    config = run / "config.yaml" if run else None
+    if config is None or not config.is_file():
+        return None
+    return ((yaml.safe_load(config.read_text()) or {}).get("data") or {}).get("raft")
+
+
+def _context_settings(config: LadderConfig, rung: Rung) -> dict:
+    """How many chunks of how many words a rag rung shows: a RAFT adapter's own training settings."""
+    raft = rung.adapter.raft if rung.adapter and rung.kind == "tuned+rag" else None
+    if raft:
+        return {
+            "top_k": raft["top_k"] + raft["distractors"],
+            "chunk_words": raft["chunk_words"],
+            "from": "the adapter's data.raft (top_k + distractors, as in training)",
+        }
+    return {"top_k": config.rag.top_k, "chunk_words": config.rag.chunk_words, "from": "rag"}
 
 
 def _result_key(
@@ -238,6 +275,7 @@ def _result_key(
         else None,
         "examples": ingredients.fingerprint["examples"] if kind == "prompt" else None,
         "rag": config.rag.model_dump(mode="json", exclude={"documents"}) if "rag" in kind else None,
+        "context": _context_settings(config, rung) if "rag" in kind else None,
         "documents": ingredients.fingerprint["documents"] if "rag" in kind else None,
         "batch_size": config.batch_size,  # left padding in a batch can move greedy output slightly
         "schema": LADDER_SCHEMA_VERSION,
@@ -285,8 +323,13 @@ def _evaluate(
     models: _LazyModels, rung: Rung, task: TaskConfig, ingredients: Ingredients, config, progress
 ) -> dict:
     items = ingredients.tasks[task.name]
+    shown = _context_settings(config, rung)
     prompts = RungPrompts(
-        task, ingredients.pool, config.prompt.shots, ingredients.retriever, config.rag.top_k
+        task,
+        ingredients.pool,
+        config.prompt.shots,
+        ingredients.retriever_for(shown["chunk_words"]),
+        shown["top_k"],
     )
     messages = [prompts.build(rung.kind, item) for item in items]
     model, tokenizer, context = models.get(rung.adapter)
@@ -329,6 +372,8 @@ def _evaluate(
     }
     if rung.kind == "prompt":
         result["few_shot"] = _few_shot_summary(task, rows)
+    if "rag" in rung.kind:
+        result["context"] = shown
     return result
 
 
