@@ -39,7 +39,17 @@ def domain(tmp_path_factory):
     alpaca = [
         {"instruction": INSTRUCTION, "input": q, "output": a, "document": d} for d, q, a in FACTS
     ]
-    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca))
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca[:6]))
+    (root / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca[6:]))
+    data = {
+        "sources": [
+            {"path": "train.jsonl", "split": "train"},
+            {"path": "val.jsonl", "split": "val"},
+        ],
+        "model": None,
+        "augment": {"phrasings": 2, "seed": 1},
+    }
+    (root / "data.yaml").write_text(yaml.safe_dump(data))
     items = [
         {
             "messages": [
@@ -67,7 +77,7 @@ def knowledge_run(domain, tiny_model_dir, tmp_path_factory):
         "model": str(tiny_model_dir),
         "method": "sft",
         "data": {
-            "train": [str(domain / "train.jsonl")],
+            "train": [str(domain / "data.yaml")],
             "raft": {"documents": "docs", "top_k": 2, "distractors": 1, "p_oracle_dropped": 0.25},
         },
         "training": {"max_steps": 2, "batch_size": 4, "learning_rate": 5e-3, "max_length": 384},
@@ -85,6 +95,17 @@ def knowledge_run(domain, tiny_model_dir, tmp_path_factory):
     return domain / "run"
 
 
+def test_augmented_rows_stay_in_train_and_raft_gives_every_one_context(knowledge_run, domain):
+    manifest = json.loads((knowledge_run / "data" / "data" / "manifest.json").read_text())
+    generated = manifest["counts"]["generated"]
+    assert generated["from_train_rows"] == 6 and generated["rows"] >= 6
+    assert manifest["outputs"]["train"]["rows"] == 6 + generated["rows"]
+    assert manifest["outputs"]["val"]["rows"] == 2
+    raft = json.loads((knowledge_run / "raft" / "manifest.json").read_text())
+    assert raft["counts"]["train"]["rows_with_context"] == 6 + generated["rows"]
+    assert raft["counts"]["val"]["rows_with_context"] == 2
+
+
 def test_raft_rows_are_trained_and_recorded_in_config_and_run_record(knowledge_run, domain):
     config = yaml.safe_load((knowledge_run / "config.yaml").read_text())
     assert config["data"]["raft"]["documents"] == str((domain / "docs").resolve())
@@ -99,6 +120,7 @@ def test_raft_rows_are_trained_and_recorded_in_config_and_run_record(knowledge_r
     ]
     assert all(EXCERPTS_HEADER in r["messages"][0]["content"] for r in rows)
     assert all(r["messages"][1]["content"].startswith(INSTRUCTION) for r in rows)  # Alpaca layout
+    assert any("generated" in r for r in rows)
 
 
 def test_ladder_warns_about_the_layout_and_shows_context_as_the_adapter_trained(
