@@ -19,11 +19,14 @@ import json
 import logging
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 
 from specialize.data.retrieval import EXCERPTS_HEADER
 
 log = logging.getLogger(__name__)
+# Rows read per training file: a layout is a majority, and a few thousand rows show it.
+_MOST_ROWS = 5000
 # A leading paragraph repeated in at least this share of user turns is a task instruction.
 _SHARED_SHARE = 0.5
 
@@ -236,13 +239,10 @@ def training_rows_of(run: Path) -> tuple[list[dict], list[Path], bool]:
         from specialize.evaluate.contamination import training_files_of
 
         files = [f for f in training_files_of(run) if "replay" not in f.parent.name]
-    rows = []
+    rows: list[dict] = []
     for path in files:
-        rows += [
-            json.loads(line)
-            for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
+        with path.open(encoding="utf-8") as lines:
+            rows += [json.loads(line) for line in islice(lines, _MOST_ROWS) if line.strip()]
     return rows, files, bool(data.get("raft"))
 
 

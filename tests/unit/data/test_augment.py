@@ -90,6 +90,7 @@ def test_prepare_generates_from_train_only_marks_and_counts_every_row(tmp_path):
         assert not any("generated" in r for r in _read(out / f"{split}.jsonl"))
     ids = {r["id"] for r in train if "generated" not in r}
     assert all(r["generated"]["from"] in ids and r["generated"]["by"] for r in made)
+    assert "Fact augmentation" in (out / "report.html").read_text()
     test_questions = {r["messages"][-2]["content"] for r in _read(out / "test.jsonl")}
     assert not {r["messages"][-2]["content"] for r in made} & test_questions
 
