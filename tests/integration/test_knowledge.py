@@ -161,6 +161,16 @@ def test_ladder_warns_about_the_layout_and_shows_context_as_the_adapter_trained(
     assert all(len(r["retrieved"]) <= 3 for r in result["items"])
     breakdown = report["tasks"]["fares"]["rungs"]["tuned"]["breakdown"]
     assert set(breakdown) == {"fares.md", "times.md", "rules.md"}
+    # the fix the warning names, applied by the ladder: prompts laid out as in training
+    config.tuned.conform_layout = True
+    fixed = run_ladder(config, tmp_path / "fixed", cache=tmp_path / "cache", progress=False)
+    for rung in ("tuned", "tuned+rag"):
+        check = fixed["prompt_format"][rung]
+        assert check["conformed"] and not check["skewed"], check.get("warning")
+    rows = json.loads((tmp_path / "fixed/rungs/tuned-plus-rag/eval.json").read_text())
+    prompt = rows["tasks"]["fares"]["items"][0]["prompt"]
+    assert prompt[0]["content"].startswith(EXCERPTS_HEADER)
+    assert prompt[1]["content"].startswith(INSTRUCTION + "\n\n")
 
 
 def test_serve_warns_once_per_new_mismatch_and_lists_it(knowledge_run, tiny_model_dir):

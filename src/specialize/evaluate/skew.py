@@ -99,7 +99,9 @@ def layout_of(prompts: list[list[dict] | str], template: str, known_lead: str = 
     if len(chats) * 2 < len(prompts):
         return Layout(False, "user turn", False, "raw text (no chat template)", len(prompts))
     systems = [_system(m) for m in chats]
-    with_system = sum(1 for s in systems if s) * 2 >= len(chats)
+    # retrieved excerpts alone are context, not a system prompt of the task's own
+    own = [s.partition(EXCERPTS_HEADER)[0].strip() for s in systems]
+    with_system = sum(1 for s in own if s) * 2 >= len(chats)
     context = sum(1 for s in systems if EXCERPTS_HEADER in s) * 2 > len(chats)
     users = [_last_user(m) for m in chats]
     lead = _shared_lead(users)
@@ -142,7 +144,9 @@ def training_format(adapter: str | Path, model_ref: str | None = None) -> Traini
     prompts = [r["messages"][:-1] if "messages" in r else r.get("text", "") for r in rows]
     layout = layout_of(prompts, template)
     if raft:  # retrieved excerpts are added to the rows at training time (data.raft)
-        layout = Layout(True, layout.instruction, True, layout.template, layout.rows, layout.lead)
+        layout = Layout(
+            layout.system, layout.instruction, True, layout.template, layout.rows, layout.lead
+        )
     return TrainingFormat(layout, [str(f) for f in files], trained_on)
 
 
@@ -186,14 +190,16 @@ def _compare(train: Layout, req: Layout, trained_on: str | None) -> tuple[list[s
         if req.instruction == "system turn":
             fixes.append(
                 "Put the requests' instruction in the user turn as in training (drop the system "
-                "prompt and prepend it to the user message), or retrain with the instruction as "
-                "the system prompt (Alpaca rows: a `system` field with the instruction, the input "
-                "alone as `instruction`)."
+                "prompt and prepend it to the user message; the ladder does it with "
+                "tuned.conform_layout: true), or retrain with the instruction as the system "
+                "prompt (Alpaca rows: a `system` field with the instruction, the input alone as "
+                "`instruction`)."
             )
         else:
             fixes.append(
-                "Give the requests the training rows' system prompt, or retrain on rows laid out "
-                "like the requests (the instruction in the user turn)."
+                "Give the requests the training rows' system prompt (the ladder moves a leading "
+                "instruction paragraph there with tuned.conform_layout: true), or retrain on rows "
+                "laid out like the requests (the instruction in the user turn)."
             )
     if req.context and not train.context:
         mismatches.append("retrieved excerpts (in the requests, never in training)")
@@ -202,6 +208,37 @@ def _compare(train: Layout, req: Layout, trained_on: str | None) -> tuple[list[s
             "them), or use the tuned adapter without retrieval."
         )
     return mismatches, fixes
+
+
+def conform(prompt: list[dict] | str, training: Layout | None) -> list[dict] | str:
+    """Lay one request out as the adapter's training rows: the instruction-placement fix.
+
+    Training with the instruction in the user turn (Alpaca): the request's system instruction
+    becomes the user turn's first paragraph; retrieved excerpts stay in the system prompt when
+    training had them there. Training with the instruction in the system turn: a request's
+    leading user paragraph moves into the system prompt. Anything else is returned as it is.
+    """
+    if training is None or not isinstance(prompt, list):
+        return prompt
+    system = _system(prompt)
+    turns = [dict(m) for m in prompt if m.get("role") != "system"]
+    users = [i for i, m in enumerate(turns) if m.get("role") == "user"]
+    if not users:
+        return prompt
+    last = turns[users[-1]]
+    if training.instruction == "user turn" and system:
+        instruction, header, excerpts = system.partition(EXCERPTS_HEADER)
+        instruction = instruction.strip()
+        if instruction:
+            last["content"] = f"{instruction}\n\n{_text(last.get('content'))}"
+        head = f"{header}{excerpts}".strip()
+        return ([{"role": "system", "content": head}] if head else []) + turns
+    content = _text(last.get("content"))
+    if training.instruction == "system turn" and not system and "\n\n" in content:
+        instruction, _, rest = content.partition("\n\n")
+        last["content"] = rest
+        return [{"role": "system", "content": instruction}, *turns]
+    return prompt
 
 
 def _placement(layout: Layout) -> str:
@@ -260,6 +297,9 @@ def chat_template_id(model_ref: str) -> str:
     except Exception:  # noqa: BLE001 - an unreadable tokenizer only makes the label less precise
         return f"chat template of {model_ref}"
     template = config.get("chat_template")
+    jinja = Path(folder) / "chat_template.jinja"  # where newer tokenizers keep it
+    if not template and jinja.is_file():
+        template = jinja.read_text(encoding="utf-8")
     if not template:
         return "no chat template"
     text = template if isinstance(template, str) else json.dumps(template, sort_keys=True)

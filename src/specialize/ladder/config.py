@@ -75,6 +75,11 @@ class TunedRung(Config):
         default_factory=list,
         description="Adapters to evaluate: PEFT adapter dirs or run dirs, optionally NAME=PATH.",
     )
+    conform_layout: bool = Field(
+        False,
+        description="Lay the tuned rungs' prompts out as each adapter's training rows (where the "
+        "instruction sits), the fix the prompt-format skew check names; recorded in ladder.json.",
+    )
 
 
 class LadderConfig(Config):

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from specialize.artifacts import atomic_write_json, atomic_write_text, sha256_file
@@ -21,7 +21,13 @@ from specialize.config import dump_config
 from specialize.data.retrieval import DocumentRetriever
 from specialize.evaluate.metrics import BINARY_METRICS, GENERATIVE_METRICS
 from specialize.evaluate.runner import generate_batch, prompt_ids
-from specialize.evaluate.skew import check_skew, run_dir_of
+from specialize.evaluate.skew import (
+    TrainingFormat,
+    check_skew,
+    conform,
+    run_dir_of,
+    training_format,
+)
 from specialize.evaluate.stats import estimate
 from specialize.evaluate.tasks import EvalItem, load_eval_items
 from specialize.home import cache_dir
@@ -43,6 +49,7 @@ class Adapter:
     training_seconds: float | None  # from the run record, when the adapter came from a run
     source: Path | None = None  # the run or adapter directory the config named
     raft: dict | None = None  # the run's data.raft: tuned+rag then shows context as it trained
+    training: TrainingFormat | None = None  # the layout of its training rows (skew check)
 
 
 @dataclass
@@ -83,6 +90,8 @@ def run_ladder(
     base_hash = content_hash(resolve_model(config.model).path)
     ingredients = _ingredients(config)
     rungs = _rungs(config, ingredients)
+    for adapter in {id(r.adapter): r.adapter for r in rungs if r.adapter}.values():
+        adapter.training = training_format(adapter.source, config.model)
     skew = _skew_checks(config, rungs, ingredients)
     models = _LazyModels(config.model, [r.adapter for r in rungs if r.adapter])
     results: dict[str, dict[str, dict]] = {}
@@ -219,9 +228,27 @@ def _skew_checks(config: LadderConfig, rungs: list[Rung], ingredients: Ingredien
         requests = []
         for task in config.tasks:
             prompts = RungPrompts(task, None, 0, retriever, context["top_k"])
-            requests += [prompts.build(rung.kind, item) for item in ingredients.tasks[task.name]]
-        checks[rung.name] = check_skew(rung.adapter.source, requests, config.model).as_dict()
+            requests += [
+                _messages(config, rung, prompts, item) for item in ingredients.tasks[task.name]
+            ]
+        check = check_skew(
+            rung.adapter.source, requests, config.model, training=rung.adapter.training
+        ).as_dict()
+        checks[rung.name] = {**check, "conformed": _conforms(config, rung)}
     return checks
+
+
+def _conforms(config: LadderConfig, rung: Rung) -> bool:
+    training = rung.adapter.training if rung.adapter else None
+    return bool(config.tuned.conform_layout and training and training.layout)
+
+
+def _messages(config: LadderConfig, rung: Rung, prompts: RungPrompts, item: EvalItem):
+    """The rung's prompt for item, laid out as the adapter trained when tuned.conform_layout."""
+    messages = prompts.build(rung.kind, item)
+    if _conforms(config, rung):
+        return conform(messages, rung.adapter.training.layout)
+    return messages
 
 
 def _adapter(spec: str) -> Adapter:
@@ -276,6 +303,7 @@ def _result_key(
         "examples": ingredients.fingerprint["examples"] if kind == "prompt" else None,
         "rag": config.rag.model_dump(mode="json", exclude={"documents"}) if "rag" in kind else None,
         "context": _context_settings(config, rung) if "rag" in kind else None,
+        "conform": asdict(rung.adapter.training.layout) if _conforms(config, rung) else None,
         "documents": ingredients.fingerprint["documents"] if "rag" in kind else None,
         "batch_size": config.batch_size,  # left padding in a batch can move greedy output slightly
         "schema": LADDER_SCHEMA_VERSION,
@@ -331,7 +359,7 @@ def _evaluate(
         ingredients.retriever_for(shown["chunk_words"]),
         shown["top_k"],
     )
-    messages = [prompts.build(rung.kind, item) for item in items]
+    messages = [_messages(config, rung, prompts, item) for item in items]
     model, tokenizer, context = models.get(rung.adapter)
     started = time.monotonic()
     with context:

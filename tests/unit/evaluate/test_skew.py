@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from specialize.data.retrieval import EXCERPTS_HEADER
-from specialize.evaluate.skew import check_skew, layout_of, training_format
+from specialize.evaluate.skew import Layout, check_skew, conform, layout_of, training_format
 
 TICKETS = ["my card was stolen", "I cannot log in", "why was I charged twice", "loan question"]
 INSTRUCTION = "Classify the support ticket into one category."
@@ -91,6 +91,31 @@ def test_retrieved_excerpts_the_adapter_never_saw_are_a_mismatch_unless_it_train
     raft = _fake_run(tmp_path / "raft", rows, raft=True)
     assert training_format(raft).layout.context
     assert not check_skew(raft, requests).skewed
+
+
+def test_conform_lays_requests_out_as_training_did():
+    lead = " ".join(INSTRUCTION.lower().split())
+    alpaca = Layout(False, "user turn", False, "t", 4, lead)
+    assert conform(_system_item("my card"), alpaca) == [
+        {"role": "user", "content": f"{INSTRUCTION}\n\nmy card"}
+    ]
+    raft = Layout(True, "user turn", True, "t", 4, lead)
+    with_context = [
+        {"role": "system", "content": f"{INSTRUCTION}\n\n{EXCERPTS_HEADER}\n[a.md] x"},
+        {"role": "user", "content": "my card"},
+    ]
+    assert conform(with_context, raft) == [
+        {"role": "system", "content": f"{EXCERPTS_HEADER}\n[a.md] x"},
+        {"role": "user", "content": f"{INSTRUCTION}\n\nmy card"},
+    ]
+    in_system = Layout(True, "system turn", False, "t", 4)
+    assert conform(_alpaca_chat("my card")["messages"][:-1], in_system) == _system_item("my card")
+    assert conform("raw text", alpaca) == "raw text"
+    # conformed requests no longer differ from the training rows
+    run_rows = [_alpaca_chat(t) for t in TICKETS]
+    requests = [conform(_system_item(t), alpaca) for t in TICKETS]
+    assert layout_of(requests, "t", lead).instruction == "user turn"
+    assert layout_of([r["messages"][:-1] for r in run_rows], "t").lead == lead
 
 
 def test_an_adapter_outside_a_run_is_recorded_as_unchecked(tmp_path):
