@@ -10,7 +10,7 @@ from pathlib import Path
 from specialize.artifacts import atomic_write_json, sha256_file
 from specialize.evaluate.contamination import find_overlaps, training_files_of
 from specialize.evaluate.retention import compare, measure_drift, measure_retention, overall_verdict
-from specialize.evaluate.skew import check_skew
+from specialize.evaluate.skew import check_skew, conform, training_format
 from specialize.evaluate.tasks import evaluate_items, load_eval_items
 from specialize.models.loading import adapter_dir, content_hash, load_model, resolve_model
 
@@ -55,12 +55,19 @@ def run_eval(
     train_data: list[Path] | None = None,
     out: str | Path = "eval.json",
     progress: bool = True,
+    conform_layout: bool = False,
 ) -> dict:
-    """Evaluate and write eval.json; return its content."""
-    skew = None
+    """Evaluate and write eval.json; return its content.
+
+    `conform_layout` lays the items out as the adapter's training rows (the skew check's fix).
+    """
+    skew, layout = None, None
     if adapter is not None and data is not None:  # before the model loads: the warning comes first
-        prompts = [item.prompt for item in load_eval_items(data, system=system)]
-        skew = check_skew(adapter, prompts, model_ref).as_dict()
+        training = training_format(adapter, model_ref)
+        layout = training.layout if conform_layout else None
+        prompts = [conform(i.prompt, layout) for i in load_eval_items(data, system=system)]
+        skew = check_skew(adapter, prompts, model_ref, training=training).as_dict()
+        skew["conformed"] = layout is not None
     loaded = load_for_eval(model_ref, adapter)
     report: dict = {
         "schema_version": EVAL_SCHEMA_VERSION,
@@ -71,7 +78,9 @@ def run_eval(
     if skew is not None:
         report["prompt_format"] = skew
     if data is not None:
-        report["task"] = task_eval(loaded, data, metrics, system, train_data, adapter, progress)
+        report["task"] = task_eval(
+            loaded, data, metrics, system, train_data, adapter, progress, layout=layout
+        )
     if suite is not None:
         report["retention"] = retention_eval(loaded, suite, progress)
     atomic_write_json(out, report)
@@ -79,10 +88,12 @@ def run_eval(
 
 
 def task_eval(
-    loaded: LoadedModels, data, metrics, system, train_data, adapter, progress: bool
+    loaded: LoadedModels, data, metrics, system, train_data, adapter, progress: bool, layout=None
 ) -> dict:
     started = time.monotonic()
     items = load_eval_items(data, system=system)
+    for item in items:
+        item.prompt = conform(item.prompt, layout)
     result = evaluate_items(
         loaded.model, loaded.tokenizer, items, metrics, progress="task" if progress else None
     )

@@ -160,3 +160,15 @@ def test_eval_records_the_skew_before_it_runs(adapter_in_run, tiny_model_dir, tm
     assert saved["prompt_format"]["skewed"] and "instruction placement" in " ".join(
         saved["prompt_format"]["mismatches"]
     )
+    fixed = run_eval(
+        str(tiny_model_dir),
+        adapter=adapter_in_run,
+        data=items,
+        metrics=["exact"],
+        out=tmp_path / "fixed.json",
+        progress=False,
+        conform_layout=True,
+    )
+    assert fixed["prompt_format"]["conformed"] and not fixed["prompt_format"]["skewed"]
+    first = fixed["task"]["items"][0]["prompt"]
+    assert first == [{"role": "user", "content": f"{INSTRUCTION}\n\n{TICKETS[0]}"}]
