@@ -303,6 +303,8 @@ class EvalReport(Artifact):
     adapter: str | None = None
     task: dict | None = None
     retention: dict | None = None
+    # The skew check: the requests' layout against the adapter's training rows (None: no adapter).
+    prompt_format: dict | None = None
 
     @property
     def retention_report(self) -> RetentionReport | None:
@@ -314,6 +316,9 @@ class LadderRecord(Artifact):
     """ladder.json: each rung's score on each task, cost, latency, and the recommendation."""
 
     what: ClassVar[str] = "ladder record (ladder.json)"
+    # 2: per-rung `few_shot` and `context`, top-level `prompt_format`, tasks that are `unsolved`.
+    schema_version: ClassVar[int] = 2
+    known_versions: ClassVar[tuple[int, ...]] = (1, 2)
 
     created: str
     model: dict
@@ -323,3 +328,5 @@ class LadderRecord(Artifact):
     tasks: dict
     overall: dict
     adapters: dict = dataclasses.field(default_factory=dict)
+    # The skew check per tuned rung: its requests' layout against the adapter's training rows.
+    prompt_format: dict = dataclasses.field(default_factory=dict)

@@ -9,15 +9,18 @@ to the last token: requests for different adapters can never mix. Throughput com
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from specialize.adapters import registry as adapters
 from specialize.errors import ModelError, NotFoundError
+from specialize.evaluate.skew import TrainingFormat, check_skew, training_format
 from specialize.models.generation import GenerationSettings, render_prompt_ids, stream_reply
 
 BASE = "base"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,6 +40,9 @@ class ModelHost:
         self.base_hash = content_hash(resolved.path)
         self.model, self.tokenizer = load_model(resolved)
         self.adapters: dict[str, dict] = {}
+        # Per adapter: its training rows' layout, and the last request layout that differed from it.
+        self.formats: dict[str, TrainingFormat] = {}
+        self.format_warnings: dict[str, dict] = {}
         self._lock = threading.Lock()
         for name in adapter_names:
             self.load(name)
@@ -70,6 +76,7 @@ class ModelHost:
                 self.model = PeftModel.from_pretrained(self.model, entry["path"], adapter_name=name)
             self.model.eval()
             self.adapters[name] = entry
+            self.formats[name] = training_format(entry["path"], self.model_ref)
         return entry
 
     def unload(self, name: str) -> None:
@@ -84,6 +91,8 @@ class ModelHost:
                 self.model.set_adapter(others[0])  # PEFT cannot delete the active adapter
             self.model.delete_adapter(name)
             del self.adapters[name]
+            self.formats.pop(name, None)
+            self.format_warnings.pop(name, None)
 
     @contextlib.contextmanager
     def selected(self, name: str):
@@ -104,10 +113,30 @@ class ModelHost:
 
     # --- generation -----------------------------------------------------------------------
 
+    def check_format(self, name: str, prompt: list[dict] | str) -> dict | None:
+        """Compare a request's layout with the adapter's training rows; warn once per new mismatch."""
+        training = self.formats.get(name)
+        if training is None or training.layout is None:
+            return None
+        check = check_skew(
+            self.adapters[name]["path"], [prompt], self.model_ref, training=training, warn=False
+        )
+        if not check.skewed:
+            return None
+        result = check.as_dict()
+        previous = self.format_warnings.get(name)
+        if previous is None or previous["mismatches"] != result["mismatches"]:
+            log.warning(check.warning())
+        result["requests_skewed"] = (previous or {}).get("requests_skewed", 0) + 1
+        self.format_warnings[name] = result
+        return result
+
     def chat(self, name: str, messages: list[dict], settings: GenerationSettings) -> Reply:
+        self.check_format(name, messages)
         return self._generate(name, render_prompt_ids(self.tokenizer, messages), settings)
 
     def complete(self, name: str, prompt: str, settings: GenerationSettings) -> Reply:
+        self.check_format(name, prompt)
         return self._generate(name, self.tokenizer(prompt)["input_ids"], settings)
 
     def _generate(self, name: str, ids: list[int], settings: GenerationSettings) -> Reply:
@@ -133,6 +162,7 @@ class ModelHost:
         self, name: str, messages: list[dict], settings: GenerationSettings
     ) -> Iterator[str]:
         """Yield text pieces; the adapter stays selected until the stream ends or is closed."""
+        self.check_format(name, messages)
         with self.selected(name) as model:
             yield from stream_reply(model, self.tokenizer, messages, settings)
 

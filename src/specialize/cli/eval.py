@@ -39,6 +39,9 @@ def register(app: typer.Typer) -> None:
         ),
         out: Path = typer.Option(Path("eval.json"), help="Where to write eval.json."),
         progress: bool = typer.Option(True, help="Show progress bars."),
+        conform_layout: bool = typer.Option(
+            False, help="Lay items out as the adapter's training rows (the prompt-format fix)."
+        ),
     ) -> None:
         """Score a model on an eval file and/or the retention suite; every item goes to eval.json."""
         if data is None and suite is None:
@@ -56,12 +59,16 @@ def register(app: typer.Typer) -> None:
             train_data=train_data,
             out=out,
             progress=progress,
+            conform_layout=conform_layout,
         )
         _print(report)
         console.print(f"eval.json: {out}")
 
 
 def _print(report: dict) -> None:
+    skew = report.get("prompt_format") or {}
+    if skew.get("skewed"):
+        console.print(f"[yellow]{skew['warning']}[/yellow]")
     task = report.get("task")
     if task:
         table = Table("metric", "mean", "95% CI", "n", title=f"Task: {task['data']['path']}")

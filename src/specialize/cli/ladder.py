@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from specialize.ladder.config import load_ladder
-from specialize.ladder.report import ladder_table
+from specialize.ladder.report import ladder_table, verdict
 from specialize.ladder.run import run_ladder
 
 console = Console(highlight=False, soft_wrap=True)
@@ -28,7 +28,5 @@ def register(app: typer.Typer) -> None:
         report = run_ladder(load_ladder(config, set_), out, progress=progress)
         console.print(ladder_table(report))
         for name, task in report["tasks"].items():
-            console.print(
-                f"{name}: recommended {task['decision']['recommended']}: {task['decision']['reason']}"
-            )
+            console.print(f"{name}: {verdict(task['decision'])}: {task['decision']['reason']}")
         console.print(f"ladder.json: {out / 'ladder.json'}\nreport: {out / 'ladder.html'}")

@@ -82,6 +82,31 @@ class LeakageConfig(Config):
     )
 
 
+class ParaphraseConfig(Config):
+    model: str | None = Field(
+        None,
+        description="Model that paraphrases (a local model); default: the data config's model.",
+    )
+    answers: bool = Field(
+        False, description="Paraphrase plain-text answers too (JSON answers never are)."
+    )
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature of the paraphrases.")
+
+
+class AugmentConfig(Config):
+    phrasings: int = Field(
+        2,
+        ge=0,
+        le=8,
+        description="New phrasings per training question from seeded templates (0: none).",
+    )
+    seed: int = Field(0, description="Seed of the template choice and of the paraphrases.")
+    paraphrase: ParaphraseConfig | None = Field(
+        None,
+        description="The model's paraphrases, kept only when every key fact (numbers, names) survives.",
+    )
+
+
 class DataConfig(Config):
     sources: list[SourceConfig] = Field(..., min_length=1, description="Input files and folders.")
     model: str | None = Field(
@@ -92,6 +117,11 @@ class DataConfig(Config):
     split: SplitConfig = Field(default_factory=SplitConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
     leakage: LeakageConfig = Field(default_factory=LeakageConfig)
+    augment: AugmentConfig | None = Field(
+        None,
+        description="Fact augmentation: more phrasings of each training question, made after the "
+        "split from train rows only and marked `generated`.",
+    )
 
     @model_validator(mode="after")
     def _ratios_all_or_none(self) -> DataConfig:

@@ -56,6 +56,7 @@ class Candidate:
     split: str
     tokens: int | None
     key: str = ""
+    generated: str | None = None  # how fact augmentation made it (None: an input row)
 
 
 @dataclass
@@ -93,7 +94,14 @@ def prepare(
     candidates = _deduplicate(candidates, config, ledger, progress)
     candidates = _remove_leaks(candidates, config, ledger)
     splits, mixing = _mix(candidates, config, ledger)
+    augmentation = {}
+    if config.augment is not None:
+        generated, augmentation = _augment(splits, config, tokenizer, progress)
+        splits["train"] = splits["train"] + generated
     manifest = _write(out, config, tokenizer, inputs, splits, ledger, mixing, replay)
+    if augmentation:
+        manifest.counts["generated"] = augmentation
+        manifest.write(out / "manifest.json")
     from specialize.data.report import write_data_report
 
     write_data_report(out, manifest, splits, ledger)
@@ -250,10 +258,8 @@ def _reject_copy(candidate: Candidate, first: Candidate, how: str, ledger: Ledge
     ledger.reject(candidate.where, reason, detail, candidate.row)
 
 
-def _remove_leaks(
-    candidates: list[Candidate], config: DataConfig, ledger: Ledger
-) -> list[Candidate]:
-    """Drop train rows whose question matches a val/test row or a row of a named eval file."""
+def _leak_index(candidates: list[Candidate], config: DataConfig) -> LeakIndex:
+    """The questions train rows must not ask: val/test rows and the named eval files."""
     index = LeakIndex(config.leakage.near_threshold)
     for candidate in candidates:
         if candidate.split != "train":
@@ -262,6 +268,14 @@ def _remove_leaks(
         for checked in check_file(path, "auto", None):
             if checked.row is not None:
                 index.add(checked.row, f"{checked.raw.where} (eval file)")
+    return index
+
+
+def _remove_leaks(
+    candidates: list[Candidate], config: DataConfig, ledger: Ledger
+) -> list[Candidate]:
+    """Drop train rows whose question matches a val/test row or a row of a named eval file."""
+    index = _leak_index(candidates, config)
     kept = []
     for candidate in candidates:
         leak = index.match(candidate.row) if candidate.split == "train" else None
@@ -272,6 +286,93 @@ def _remove_leaks(
                 candidate.where, f"leak_{leak.how}", f"question matches {leak.where}", candidate.row
             )
     return kept
+
+
+# --- fact augmentation ---------------------------------------------------------------------
+
+
+def _augment(
+    splits: dict[str, list[Candidate]], config: DataConfig, tokenizer, progress: bool
+) -> tuple[list[Candidate], dict]:
+    """New phrasings of the train rows (after the split: nothing generated reaches val or test)."""
+    from specialize.data.augment import is_chat, paraphrase_rows, template_rows
+
+    augment = config.augment
+    originals = list({id(c): c for c in splits["train"]}.values())  # mixing may repeat rows
+    leaks = _leak_index([c for rows in splits.values() for c in rows], config)
+    seen = {c.key for rows in splits.values() for c in rows}
+    paraphrase = _paraphraser(config) if augment.paraphrase else None
+    made: list[Candidate] = []
+    skipped: Counter = Counter()
+    by: Counter = Counter()
+    for original in tqdm(originals, desc="augmenting", unit=" rows", disable=not progress):
+        if not is_chat(original.row):
+            skipped["not_a_chat_row"] += 1
+            continue
+        rows = template_rows(original.row, augment.phrasings, augment.seed, original.key)
+        if paraphrase is not None:
+            kept, dropped = paraphrase_rows(
+                original.row, paraphrase, answers=augment.paraphrase.answers
+            )
+            rows += kept
+            skipped.update(f"paraphrase_{reason.split(':')[0]}" for reason in dropped)
+        for generated in rows:
+            candidate = _generated_candidate(original, generated, tokenizer, config)
+            reason = _generated_problem(candidate, seen, leaks, config)
+            if reason:
+                skipped[reason] += 1
+                continue
+            seen.add(candidate.key)
+            by[generated.by] += 1
+            made.append(candidate)
+    return made, {
+        "rows": len(made),
+        "from_train_rows": len(originals),
+        "by": dict(sorted(by.items())),
+        "skipped": dict(sorted(skipped.items())),
+        "note": "generated after the split from train rows only; every one is in train.jsonl "
+        "with a `generated` field",
+    }
+
+
+def _paraphraser(config: DataConfig):
+    from specialize.data.augment import model_paraphraser
+
+    settings = config.augment.paraphrase
+    model = settings.model or config.model
+    if model is None:
+        raise DataError(
+            "augment.paraphrase needs a model", fix="set augment.paraphrase.model or model"
+        )
+    return model_paraphraser(model, temperature=settings.temperature, seed=config.augment.seed)
+
+
+def _generated_candidate(
+    original: Candidate, generated, tokenizer, config: DataConfig
+) -> Candidate:
+    from specialize.data.templates import count_tokens
+
+    row = {
+        **generated.row,
+        "generated": {"by": generated.by, "from": original.key[:16]},
+    }
+    tokens = count_tokens(tokenizer, row) if tokenizer is not None else None
+    candidate = Candidate(row, f"{original.where}+{generated.by}", original.source, "train", tokens)
+    candidate.key = dedup_key(full_text(row))
+    candidate.generated = generated.by
+    return candidate
+
+
+def _generated_problem(
+    candidate: Candidate, seen: set[str], leaks: LeakIndex, config: DataConfig
+) -> str | None:
+    if candidate.key in seen:
+        return "duplicate"
+    if leaks.match(candidate.row) is not None:
+        return "matches_a_val_or_test_question"
+    if candidate.tokens is not None and candidate.tokens > config.max_length:
+        return "too_long"
+    return None
 
 
 # --- mixing and writing -------------------------------------------------------------------
@@ -358,7 +459,8 @@ def _output_row(candidate: Candidate) -> dict:
 
 def _counts(inputs: list[dict], splits: dict[str, list[Candidate]], ledger: Ledger) -> dict:
     total = sum(i["rows"] for i in inputs)
-    unique_kept = sum(len({id(c) for c in rows}) for rows in splits.values())
+    # Generated rows (fact augmentation) are no input: counted apart, under "generated".
+    unique_kept = sum(len({id(c) for c in rows if not c.generated}) for rows in splits.values())
     kept_unique_train = len({id(c) for c in splits["train"]})
     repeats = len(splits["train"]) - kept_unique_train
     counts = {

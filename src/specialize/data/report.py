@@ -51,6 +51,7 @@ def write_data_report(
             if counts["changed_by_reason"]
             else "",
         ),
+        _generated_section(counts.get("generated")),
         _token_section(manifest, splits),
         _leakage_section(manifest),
         _samples_section(ledger),
@@ -61,6 +62,22 @@ def write_data_report(
         subtitle=f"created {manifest.created}; tokenizer {manifest.tokenizer}",
     )
     return atomic_write_text(out / "report.html", page)
+
+
+def _generated_section(generated: dict | None) -> str:
+    if not generated:
+        return ""
+    return html.section(
+        "Fact augmentation",
+        html.paragraph(
+            f"{generated['rows']:,} rows generated from {generated['from_train_rows']:,} train rows "
+            "(train only, after the split; each marked `generated`)."
+        ),
+        html.table(["made by", "rows"], generated["by"].items()),
+        html.table(["skipped because", "rows"], generated["skipped"].items())
+        if generated["skipped"]
+        else "",
+    )
 
 
 def _token_section(manifest: DatasetManifest, splits: dict[str, list[Candidate]]) -> str:

@@ -12,7 +12,7 @@ from specialize.artifacts import (
     RunRecord,
     atomic_write_text,
 )
-from specialize.ladder.report import ladder_section, ladder_table
+from specialize.ladder.report import ladder_section, ladder_table, verdict
 from specialize.track.html import page, paragraph, section, table
 from specialize.track.report import curve_images, retention_section
 from specialize.track.rundir import open_run_dir
@@ -96,8 +96,8 @@ def _verdicts(baseline: dict, final: dict) -> str:
         rows.append(
             [
                 name,
-                before["recommended"],
-                task["decision"]["recommended"],
+                verdict(before),
+                verdict(task["decision"]),
                 task["decision"]["reason"],
             ]
         )

@@ -10,6 +10,7 @@ from pathlib import Path
 from specialize.artifacts import EvalReport, sha256_file
 from specialize.evaluate.contamination import find_overlaps, training_files_of
 from specialize.evaluate.retention import compare, measure_drift, measure_retention, overall_verdict
+from specialize.evaluate.skew import check_skew, conform, training_format
 from specialize.evaluate.tasks import evaluate_items, load_eval_items
 from specialize.models.loading import adapter_dir, content_hash, load_model, resolve_model
 
@@ -54,8 +55,19 @@ def run_eval(
     train_data: list[Path] | None = None,
     out: str | Path = "eval.json",
     progress: bool = True,
+    conform_layout: bool = False,
 ) -> dict:
-    """Evaluate and write eval.json; return its content."""
+    """Evaluate and write eval.json; return its content.
+
+    `conform_layout` lays the items out as the adapter's training rows (the skew check's fix).
+    """
+    skew, layout = None, None
+    if adapter is not None and data is not None:  # before the model loads: the warning comes first
+        training = training_format(adapter, model_ref)
+        layout = training.layout if conform_layout else None
+        prompts = [conform(i.prompt, layout) for i in load_eval_items(data, system=system)]
+        skew = check_skew(adapter, prompts, model_ref, training=training).as_dict()
+        skew["conformed"] = layout is not None
     loaded = load_for_eval(model_ref, adapter)
     report: dict = {
         "schema_version": EVAL_SCHEMA_VERSION,
@@ -63,8 +75,12 @@ def run_eval(
         "model": {"ref": model_ref, "content_hash": loaded.base_hash},
         "adapter": str(adapter) if adapter else None,
     }
+    if skew is not None:
+        report["prompt_format"] = skew
     if data is not None:
-        report["task"] = task_eval(loaded, data, metrics, system, train_data, adapter, progress)
+        report["task"] = task_eval(
+            loaded, data, metrics, system, train_data, adapter, progress, layout=layout
+        )
     if suite is not None:
         report["retention"] = retention_eval(loaded, suite, progress)
     EvalReport.from_dict(report).write(out)
@@ -72,10 +88,12 @@ def run_eval(
 
 
 def task_eval(
-    loaded: LoadedModels, data, metrics, system, train_data, adapter, progress: bool
+    loaded: LoadedModels, data, metrics, system, train_data, adapter, progress: bool, layout=None
 ) -> dict:
     started = time.monotonic()
     items = load_eval_items(data, system=system)
+    for item in items:
+        item.prompt = conform(item.prompt, layout)
     result = evaluate_items(
         loaded.model, loaded.tokenizer, items, metrics, progress="task" if progress else None
     )

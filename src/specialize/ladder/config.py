@@ -27,6 +27,11 @@ class TaskConfig(Config):
         None,
         description="Keep only rows whose `category` field equals this (several tasks in one file).",
     )
+    where: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Keep only rows whose fields equal these values (any field of the rows, "
+        "for example {task: triage, lang: de}); combined with `category`.",
+    )
     metric: str = Field("contains", description=f"Score per item: {', '.join(GENERATIVE_METRICS)}.")
     max_new_tokens: int = Field(64, ge=1, description="Generation budget per answer.")
     system: str | None = Field(
@@ -34,7 +39,8 @@ class TaskConfig(Config):
         description="The engineered system prompt of the prompt and rag rungs; default: the item's own.",
     )
     breakdown: str | None = Field(
-        None, description="A row field to break scores down by (for example `fact`)."
+        None,
+        description="A field of the rows to break scores down by (any field: `fact`, `category`, `id`...).",
     )
 
     @model_validator(mode="after")
@@ -68,6 +74,11 @@ class TunedRung(Config):
     adapters: list[str] = Field(
         default_factory=list,
         description="Adapters to evaluate: PEFT adapter dirs or run dirs, optionally NAME=PATH.",
+    )
+    conform_layout: bool = Field(
+        False,
+        description="Lay the tuned rungs' prompts out as each adapter's training rows (where the "
+        "instruction sits), the fix the prompt-format skew check names; recorded in ladder.json.",
     )
 
 

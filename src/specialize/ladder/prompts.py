@@ -2,7 +2,8 @@
 
 base, tuned   the item's own messages (as in training)
 prompt        the task's engineered system prompt, plus the most similar training examples
-              as earlier turns (from training rows with the item's own system prompt)
+              as earlier turns (from training rows with the item's own system prompt; when no
+              training row shares it, the nearest rows regardless of system prompt, recorded)
 rag           the engineered system prompt plus retrieved document chunks
 tuned+rag     the item's own messages, its system prompt extended with retrieved chunks
 """
@@ -12,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from specialize.data.formats import read_rows
+from specialize.data.retrieval import EXCERPTS_HEADER, BM25Index, DocumentRetriever, with_excerpts
 from specialize.evaluate.tasks import EvalItem
 from specialize.ladder.config import TaskConfig
-from specialize.ladder.retrieval import BM25Index, DocumentRetriever
 
-EXCERPTS_HEADER = "Relevant excerpts from the knowledge documents:"
+__all__ = ["EXCERPTS_HEADER", "ExamplePool", "RungPrompts", "question_of"]
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,34 @@ class ExamplePool:
             system: BM25Index([self.examples[i].user for i in members])
             for system, members in self._groups.items()
         }
+        self._everyone = BM25Index([e.user for e in self.examples]) if self.examples else None
 
-    def similar(self, question: str, system: str, k: int) -> list[Example]:
-        if system not in self._groups:
-            return []
-        members = self._groups[system]
-        return [self.examples[members[i]] for i in self._indexes[system].search(question, k)]
+    def similar(self, question: str, system: str, k: int) -> Shots:
+        """The k training examples nearest to question, from rows with the same system prompt.
+
+        When no row shares the system prompt, the nearest rows regardless of it (`fallback`).
+        """
+        if system in self._groups:
+            members = self._groups[system]
+            found = [self.examples[members[i]] for i in self._indexes[system].search(question, k)]
+            return Shots(found, fallback=False)
+        if self._everyone is None:
+            return Shots([], fallback=True)
+        return Shots([self.examples[i] for i in self._everyone.search(question, k)], fallback=True)
+
+
+@dataclass(frozen=True)
+class Shots:
+    examples: list[Example]
+    fallback: bool  # True: no training row shares the item's system prompt
+
+    def note(self) -> str:
+        if not self.fallback:
+            return "same system prompt"
+        return (
+            "fallback: no training example shares the item's system prompt; "
+            "nearest examples regardless of system prompt"
+        )
 
 
 def _values(path: str):
@@ -89,11 +112,18 @@ class RungPrompts:
             return self._with_excerpts(item, _system_of(item.prompt))
         raise ValueError(f"unknown rung {rung!r}")
 
+    def shots_for(self, item: EvalItem) -> Shots | None:
+        """The few-shot examples the prompt rung shows for item; None without a pool."""
+        if self.pool is None or not self.shots:
+            return None
+        return self.pool.similar(question_of(item), _system_of(item.prompt), self.shots)
+
     def _few_shot(self, item: EvalItem) -> list[dict]:
         own_system = _system_of(item.prompt)
         turns = []
-        if self.pool is not None and self.shots:
-            for example in reversed(self.pool.similar(question_of(item), own_system, self.shots)):
+        shots = self.shots_for(item)
+        if shots is not None:
+            for example in reversed(shots.examples):
                 turns += [
                     {"role": "user", "content": example.user},
                     {"role": "assistant", "content": example.assistant},
@@ -102,9 +132,7 @@ class RungPrompts:
 
     def _with_excerpts(self, item: EvalItem, system: str) -> list[dict]:
         chunks = self.retriever.search(question_of(item), self.top_k) if self.retriever else []
-        excerpts = "\n".join(c.cited() for c in chunks)
-        extended = f"{system}\n\n{EXCERPTS_HEADER}\n{excerpts}" if chunks else system
-        return _replace_system(item.prompt, extended)
+        return _replace_system(item.prompt, with_excerpts(system, chunks))
 
     def sources(self, item: EvalItem) -> list[str]:
         """The chunks a rag rung retrieves for this item, as `file#chunk`."""

@@ -12,6 +12,9 @@ from specialize.track.plots import intervals_png
 def ladder_section(report: dict, *, answers: int = 3) -> str:
     """Return the ladder's HTML: the table with CIs per task, the decision, and sample answers."""
     parts = [paragraph(f"Rule: {report['rule']}.", "muted"), _plot(report)]
+    for rung, check in (report.get("prompt_format") or {}).items():
+        if check.get("skewed"):
+            parts.append(paragraph(f"{rung}: {check['warning']}", "bad"))
     for name, task in report["tasks"].items():
         parts.append(f"<h3>{esc(name)} ({esc(task['metric'])}, n={task['n']})</h3>")
         parts.append(table(*_rows(task)))
@@ -27,18 +30,29 @@ def ladder_section(report: dict, *, answers: int = 3) -> str:
                         "muted",
                     )
                 )
+        for rung, info in task["rungs"].items():
+            note = info.get("few_shot", {}).get("note")
+            if note:
+                parts.append(paragraph(f"{rung}: {note}.", "bad"))
         decision = task["decision"]
-        parts.append(
-            paragraph(f"Recommended: {decision['recommended']}. {decision['reason']}.", "good")
-        )
+        parts.append(paragraph(f"{verdict(decision)}. {decision['reason']}.", _css(decision)))
         parts.append(_answers(name, task, answers))
     overall = report["overall"]
     parts.append(
-        paragraph(
-            f"All tasks pooled: recommended {overall['recommended']}; {overall['reason']}.", "good"
-        )
+        paragraph(f"All tasks pooled: {verdict(overall)}; {overall['reason']}.", _css(overall))
     )
     return section("The ladder: prompt, retrieval or fine-tuning?", *parts)
+
+
+def verdict(decision: dict) -> str:
+    """Return "Recommended: RUNG", or "Unsolved" when no rung scores above zero."""
+    if decision.get("unsolved"):
+        return "Unsolved (no rung scores above zero; nothing to recommend)"
+    return f"Recommended: {decision['recommended']}"
+
+
+def _css(decision: dict) -> str:
+    return "bad" if decision.get("unsolved") else "good"
 
 
 def ladder_page(report: dict) -> str:
@@ -130,10 +144,13 @@ def ladder_table(report: dict):
     """Return a rich Table: one row per rung, a score column per task, the recommendation marked."""
     from rich.table import Table
 
-    grid = Table(title="Ladder (score [95% CI]; * = recommended)")
+    grid = Table(
+        title="Ladder (score [95% CI]; * = recommended; a task no rung solves is unsolved)"
+    )
     grid.add_column("rung")
     for name, task in report["tasks"].items():
-        grid.add_column(f"{name} ({task['metric']}, n={task['n']})")
+        unsolved = " UNSOLVED" if task["decision"].get("unsolved") else ""
+        grid.add_column(f"{name} ({task['metric']}, n={task['n']}){unsolved}")
     grid.add_column("s/item")
     for rung in report["order"]:
         cells = []

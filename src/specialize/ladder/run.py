@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from specialize.artifacts import (
@@ -24,15 +24,22 @@ from specialize.artifacts import (
     sha256_file,
 )
 from specialize.config import dump_config
+from specialize.data.retrieval import DocumentRetriever
 from specialize.evaluate.metrics import BINARY_METRICS, GENERATIVE_METRICS
 from specialize.evaluate.runner import generate_batch, prompt_ids
+from specialize.evaluate.skew import (
+    TrainingFormat,
+    check_skew,
+    conform,
+    run_dir_of,
+    training_format,
+)
 from specialize.evaluate.stats import estimate
 from specialize.evaluate.tasks import EvalItem, load_eval_items
 from specialize.home import cache_dir
 from specialize.ladder.config import RUNG_ORDER, LadderConfig, TaskConfig
 from specialize.ladder.decision import recommend
 from specialize.ladder.prompts import ExamplePool, RungPrompts
-from specialize.ladder.retrieval import DocumentRetriever
 from specialize.models.generation import GenerationSettings
 from specialize.models.loading import adapter_dir, content_hash, resolve_model
 
@@ -46,6 +53,9 @@ class Adapter:
     path: Path  # the PEFT adapter folder
     content_hash: str
     training_seconds: float | None  # from the run record, when the adapter came from a run
+    source: Path | None = None  # the run or adapter directory the config named
+    raft: dict | None = None  # the run's data.raft: tuned+rag then shows context as it trained
+    training: TrainingFormat | None = None  # the layout of its training rows (skew check)
 
 
 @dataclass
@@ -65,6 +75,16 @@ class Ingredients:
     retriever: DocumentRetriever | None
     index_seconds: float
     fingerprint: dict = field(default_factory=dict)
+    documents: str | None = None
+    _by_words: dict = field(default_factory=dict)
+
+    def retriever_for(self, chunk_words: int) -> DocumentRetriever | None:
+        """The documents chunked at `chunk_words` (a RAFT adapter may have trained on other chunks)."""
+        if self.retriever is None or chunk_words == self.retriever.max_words:
+            return self.retriever
+        if chunk_words not in self._by_words:
+            self._by_words[chunk_words] = DocumentRetriever(self.documents, max_words=chunk_words)
+        return self._by_words[chunk_words]
 
 
 def run_ladder(
@@ -76,6 +96,9 @@ def run_ladder(
     base_hash = content_hash(resolve_model(config.model).path)
     ingredients = _ingredients(config)
     rungs = _rungs(config, ingredients)
+    for adapter in {id(r.adapter): r.adapter for r in rungs if r.adapter}.values():
+        adapter.training = training_format(adapter.source, config.model)
+    skew = _skew_checks(config, rungs, ingredients)
     models = _LazyModels(config.model, [r.adapter for r in rungs if r.adapter])
     results: dict[str, dict[str, dict]] = {}
     for rung in rungs:
@@ -91,6 +114,7 @@ def run_ladder(
             atomic_write_json(cached, result)
             results[rung.name][task.name] = result
     report = _report(config, rungs, results, ingredients, base_hash, out)
+    report["prompt_format"] = skew
     LadderRecord.from_dict(report).write(out / "ladder.json")
     from specialize.ladder.report import ladder_page
 
@@ -116,21 +140,27 @@ def _ingredients(config: LadderConfig) -> Ingredients:
         "examples": sha256_file(config.prompt.examples) if pool else None,
         "documents": _documents_hash(retriever),
     }
-    return Ingredients(tasks, pool, retriever, time.monotonic() - started, fingerprint)
+    return Ingredients(
+        tasks, pool, retriever, time.monotonic() - started, fingerprint, config.rag.documents
+    )
 
 
 def _task_items(task: TaskConfig, limit: int | None) -> list[EvalItem]:
-    items = load_eval_items(task.data)
-    if task.category is not None:
-        items = [i for i in items if i.category == task.category]
-    if not items:
-        from specialize.errors import DataError
+    from specialize.errors import DataError
 
+    items = load_eval_items(task.data)
+    wanted = dict(task.where)
+    if task.category is not None:
+        wanted["category"] = task.category
+    for name in [*wanted, *([task.breakdown] if task.breakdown else [])]:
+        _check_field(task, items, name)
+    items = [i for i in items if all(str(item_field(i, k)) == str(v) for k, v in wanted.items())]
+    if not items:
         raise DataError(
             f"task {task.name!r} has no items"
-            + (f" with category {task.category!r}" if task.category else ""),
+            + (f" with {', '.join(f'{k}={v!r}' for k, v in wanted.items())}" if wanted else ""),
             where=task.data,
-            fix="check the task's data file and category",
+            fix="check the task's data file, category and where",
         )
     if any(i.choices is not None for i in items):
         from specialize.errors import DataError
@@ -140,6 +170,28 @@ def _task_items(task: TaskConfig, limit: int | None) -> list[EvalItem]:
             where=task.data,
         )
     return items[:limit] if limit else items
+
+
+def item_field(item: EvalItem, name: str):
+    """The value of one of an item's row fields (id, category or any other scalar field), or None."""
+    if name == "id":
+        return item.id
+    if name == "category":
+        return item.category
+    return item.meta.get(name)
+
+
+def _check_field(task: TaskConfig, items: list[EvalItem], name: str) -> None:
+    if any(item_field(i, name) is not None for i in items):
+        return
+    from specialize.errors import DataError
+
+    fields = sorted({"id", "category"} | {k for i in items for k in i.meta})
+    raise DataError(
+        f"task {task.name!r}: no row has the field {name!r}",
+        where=task.data,
+        fix=f"use one of the rows' fields: {', '.join(fields)}",
+    )
 
 
 def _documents_hash(retriever: DocumentRetriever | None) -> str | None:
@@ -171,6 +223,40 @@ def _rungs(config: LadderConfig, ingredients: Ingredients) -> list[Rung]:
     return rungs
 
 
+def _skew_checks(config: LadderConfig, rungs: list[Rung], ingredients: Ingredients) -> dict:
+    """Per tuned rung: do the prompts it will send look like its adapter's training rows?"""
+    checks = {}
+    for rung in rungs:
+        if rung.adapter is None:
+            continue
+        context = _context_settings(config, rung)
+        retriever = ingredients.retriever_for(context["chunk_words"])
+        requests = []
+        for task in config.tasks:
+            prompts = RungPrompts(task, None, 0, retriever, context["top_k"])
+            requests += [
+                _messages(config, rung, prompts, item) for item in ingredients.tasks[task.name]
+            ]
+        check = check_skew(
+            rung.adapter.source, requests, config.model, training=rung.adapter.training
+        ).as_dict()
+        checks[rung.name] = {**check, "conformed": _conforms(config, rung)}
+    return checks
+
+
+def _conforms(config: LadderConfig, rung: Rung) -> bool:
+    training = rung.adapter.training if rung.adapter else None
+    return bool(config.tuned.conform_layout and training and training.layout)
+
+
+def _messages(config: LadderConfig, rung: Rung, prompts: RungPrompts, item: EvalItem):
+    """The rung's prompt for item, laid out as the adapter trained when tuned.conform_layout."""
+    messages = prompts.build(rung.kind, item)
+    if _conforms(config, rung):
+        return conform(messages, rung.adapter.training.layout)
+    return messages
+
+
 def _adapter(spec: str) -> Adapter:
     name, sep, path = spec.partition("=")
     source = Path(path if sep else spec).expanduser()
@@ -180,7 +266,30 @@ def _adapter(spec: str) -> Adapter:
     label = (
         name if sep else (source.name if folder != source else folder.parent.name or folder.name)
     )
-    return Adapter(label, folder, content_hash(folder), seconds)
+    return Adapter(label, folder, content_hash(folder), seconds, source, _raft_of(source))
+
+
+def _raft_of(source: Path) -> dict | None:
+    """The data.raft settings of the run an adapter came from (None when it trained without)."""
+    import yaml
+
+    run = run_dir_of(source)
+    config = run / "config.yaml" if run else None
+    if config is None or not config.is_file():
+        return None
+    return ((yaml.safe_load(config.read_text()) or {}).get("data") or {}).get("raft")
+
+
+def _context_settings(config: LadderConfig, rung: Rung) -> dict:
+    """How many chunks of how many words a rag rung shows: a RAFT adapter's own training settings."""
+    raft = rung.adapter.raft if rung.adapter and rung.kind == "tuned+rag" else None
+    if raft:
+        return {
+            "top_k": raft["top_k"] + raft["distractors"],
+            "chunk_words": raft["chunk_words"],
+            "from": "the adapter's data.raft (top_k + distractors, as in training)",
+        }
+    return {"top_k": config.rag.top_k, "chunk_words": config.rag.chunk_words, "from": "rag"}
 
 
 def _result_key(
@@ -192,13 +301,15 @@ def _result_key(
         "rung": kind,
         "base": base_hash,
         "adapter": rung.adapter.content_hash if rung.adapter else None,
-        "task": task.model_dump(mode="json", exclude={"name", "data", "category"}),
+        "task": task.model_dump(mode="json", exclude={"name", "data", "category", "where"}),
         "items": [[i.id, i.prompt, i.answers] for i in items],
         "prompt": config.prompt.model_dump(mode="json", exclude={"examples"})
         if kind == "prompt"
         else None,
         "examples": ingredients.fingerprint["examples"] if kind == "prompt" else None,
         "rag": config.rag.model_dump(mode="json", exclude={"documents"}) if "rag" in kind else None,
+        "context": _context_settings(config, rung) if "rag" in kind else None,
+        "conform": asdict(rung.adapter.training.layout) if _conforms(config, rung) else None,
         "documents": ingredients.fingerprint["documents"] if "rag" in kind else None,
         "batch_size": config.batch_size,  # left padding in a batch can move greedy output slightly
         "schema": LADDER_SCHEMA_VERSION,
@@ -246,10 +357,15 @@ def _evaluate(
     models: _LazyModels, rung: Rung, task: TaskConfig, ingredients: Ingredients, config, progress
 ) -> dict:
     items = ingredients.tasks[task.name]
+    shown = _context_settings(config, rung)
     prompts = RungPrompts(
-        task, ingredients.pool, config.prompt.shots, ingredients.retriever, config.rag.top_k
+        task,
+        ingredients.pool,
+        config.prompt.shots,
+        ingredients.retriever_for(shown["chunk_words"]),
+        shown["top_k"],
     )
-    messages = [prompts.build(rung.kind, item) for item in items]
+    messages = [_messages(config, rung, prompts, item) for item in items]
     model, tokenizer, context = models.get(rung.adapter)
     started = time.monotonic()
     with context:
@@ -273,17 +389,41 @@ def _evaluate(
             "score": metric(output, item.answers),
             "prompt_tokens": len(prompt_ids(tokenizer, prompt)),
             "meta": item.meta,
+            "fields": {"id": item.id, "category": item.category, **item.meta},
         }
         if "rag" in rung.kind:
             row["retrieved"] = prompts.sources(item)
+        shots = prompts.shots_for(item) if rung.kind == "prompt" else None
+        if shots is not None:
+            row["few_shot"] = shots.note()
         rows.append(row)
-    return {
+    result = {
         "rung": rung.name,
         "task": task.name,
         "metric": task.metric,
         "seconds": round(seconds, 2),
         "items": rows,
     }
+    if rung.kind == "prompt":
+        result["few_shot"] = _few_shot_summary(task, rows)
+    if "rag" in rung.kind:
+        result["context"] = shown
+    return result
+
+
+def _few_shot_summary(task: TaskConfig, rows: list[dict]) -> dict:
+    """How many items got few-shot examples with their own system prompt, and how many fell back."""
+    fallback = sum(1 for r in rows if r.get("few_shot", "").startswith("fallback"))
+    with_shots = sum(1 for r in rows if "few_shot" in r)
+    summary = {"items": len(rows), "with_examples": with_shots, "fallback": fallback}
+    if fallback:
+        summary["note"] = (
+            f"{fallback} of {len(rows)} items: no few-shot example shares the item's system prompt, "
+            "so the nearest examples regardless of system prompt were used; give prompt.examples "
+            "rows with the eval items' system prompt to compare like with like"
+        )
+        log.warning("ladder: prompt / %s: %s", task.name, summary["note"])
+    return summary
 
 
 def _report(
@@ -346,10 +486,13 @@ def _rung_summary(task: TaskConfig, rung: Rung, result: dict, eval_file: Path) -
         "one_time_seconds": round(rung.one_time_seconds, 2),
         "eval_file": str(eval_file),
     }
+    if "few_shot" in result:
+        summary["few_shot"] = result["few_shot"]
     if task.breakdown:
         groups: dict[str, list[float]] = {}
         for row in rows:
-            groups.setdefault(str(row["meta"].get(task.breakdown)), []).append(row["score"])
+            value = row.get("fields", row["meta"]).get(task.breakdown)
+            groups.setdefault("(missing)" if value is None else str(value), []).append(row["score"])
         summary["breakdown"] = {
             value: estimate(scores, binary).as_dict() for value, scores in sorted(groups.items())
         }

@@ -128,7 +128,13 @@ def add_openai_routes(app: FastAPI, host: ModelHost, limits: Limits) -> None:
         return {
             "object": "list",
             "data": [
-                {"id": name, "object": "model", "created": created, "owned_by": "specialize"}
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "specialize",
+                    **_prompt_format(host, name),
+                }
                 for name in host.names()
             ],
         }
@@ -316,3 +322,16 @@ class _Gate:
             yield
         finally:
             self.release()
+
+
+def _prompt_format(host, name: str) -> dict:
+    """An adapter's training layout and, once requests differed from it, the skew warning."""
+    training = host.formats.get(name)
+    if training is None or training.layout is None:
+        return {}
+    info = {"training_format": training.layout.describe()}
+    if name in host.format_warnings:
+        warning = host.format_warnings[name]
+        info["prompt_format_warning"] = warning["warning"]
+        info["requests_skewed"] = warning["requests_skewed"]
+    return info

@@ -31,6 +31,30 @@ class ReplayConfig(Config):
     )
 
 
+class RaftConfig(Config):
+    documents: str = Field(
+        ..., description="Folder of knowledge documents (.md, .txt), chunked as the ladder does."
+    )
+    top_k: int = Field(3, ge=1, description="Chunks retrieved for each training question.")
+    distractors: int = Field(
+        1,
+        ge=0,
+        description="Random chunks added to each row's context (the model learns to ignore them).",
+    )
+    p_oracle_dropped: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Share of rows whose right document is left out (it must answer from memory).",
+    )
+    chunk_words: int = Field(
+        40, ge=5, description="Word budget of a chunk (as the ladder's rag.chunk_words)."
+    )
+    seed: int = Field(
+        0, description="Seed of the distractors and of which rows lose their document."
+    )
+
+
 class DataSection(Config):
     train: list[str] = Field(
         ...,
@@ -43,6 +67,11 @@ class DataSection(Config):
     )
     replay: ReplayConfig | None = Field(
         None, description="Replay of general data against forgetting."
+    )
+    raft: RaftConfig | None = Field(
+        None,
+        description="Retrieval-augmented fine-tuning: retrieved chunks (with distractors) in every "
+        "training row's system prompt, as the tuned+rag rung shows them.",
     )
 
 
@@ -220,6 +249,8 @@ def resolve_paths(recipe: RecipeConfig, base: Path) -> RecipeConfig:
     recipe.data.val = [absolute(p) for p in recipe.data.val]
     if recipe.data.replay:
         recipe.data.replay.source = absolute(recipe.data.replay.source)
+    if recipe.data.raft:
+        recipe.data.raft.documents = absolute(recipe.data.raft.documents)
     recipe.model = absolute(recipe.model)
     if recipe.preference.reward_model:
         recipe.preference.reward_model = absolute(recipe.preference.reward_model)

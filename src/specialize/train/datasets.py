@@ -168,6 +168,7 @@ def recipe_rows(recipe, run: RunDir) -> TrainingRows:
             epochs=max(1, math.ceil(recipe.training.epochs)),
             seed=recipe.training.seed,
             max_length=recipe.training.max_length,
+            raft=recipe.data.raft,
         )
 
 
@@ -181,6 +182,7 @@ def gather_rows(
     epochs: int,
     seed: int,
     max_length: int | None = None,
+    raft=None,  # a RaftConfig, or None
 ) -> TrainingRows:
     """Return the training rows of every epoch and the validation rows."""
     datasets = [resolve_dataset(ref, run, model, max_length=max_length) for ref in train_refs]
@@ -193,6 +195,8 @@ def gather_rows(
         val = [row for ds in datasets for row in ds.rows("val")]
     if not task:
         raise DataError("no training rows", fix="check data.train")
+    if raft is not None:
+        task, val = with_retrieved_context(task, val, raft, run)
     replay_rows: list[dict] = []
     ratio = 0.0
     if replay is not None:
@@ -209,6 +213,49 @@ def gather_rows(
     per_epoch = [replay_mix(task, replay_rows, ratio, seed=seed + epoch) for epoch in range(epochs)]
     rows = [row for epoch_rows in per_epoch for row in epoch_rows]
     return TrainingRows(rows, val, epochs, len(per_epoch[0]), datasets)
+
+
+def with_retrieved_context(
+    train: list[dict], val: list[dict], raft, run: RunDir
+) -> tuple[list[dict], list[dict]]:
+    """RAFT: put retrieved chunks (and distractors) into the task rows; record what was done.
+
+    The rows as trained go to <run>/raft/train.jsonl and val.jsonl, the counts to
+    <run>/raft/manifest.json and run.json's `raft`. Replay rows stay as they are.
+    """
+    from dataclasses import replace
+
+    from specialize.artifacts import atomic_write_json, atomic_write_text, sha256_file
+    from specialize.data.raft import RaftSettings, augment_with_context
+    from specialize.data.retrieval import DocumentRetriever
+
+    settings = RaftSettings(**raft.model_dump())
+    retriever = DocumentRetriever(settings.documents, max_words=settings.chunk_words)
+    done = {
+        "train": augment_with_context(train, settings, retriever),
+        # validation rows get context too (a different seed), so val loss measures the same task
+        "val": augment_with_context(val, replace(settings, seed=settings.seed + 1), retriever),
+    }
+    if not done["train"].counts.get("rows_with_context"):
+        raise DataError(
+            f"data.raft found no chat row to give context to (of {len(train)} training rows)",
+            fix="RAFT applies to chat rows ending in an assistant answer (method sft); remove data.raft",
+        )
+    outputs = {}
+    for split, result in done.items():
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.rows)
+        path = atomic_write_text(run.path / "raft" / f"{split}.jsonl", lines)
+        outputs[split] = {"path": path.name, "rows": len(result.rows), "sha256": sha256_file(path)}
+    manifest = {
+        "settings": raft.model_dump(mode="json"),
+        "documents_sha256": sha256_text(json.dumps([[c.source, c.text] for c in retriever.chunks])),
+        "counts": {split: result.counts for split, result in done.items()},
+        "outputs": outputs,
+    }
+    atomic_write_json(run.path / "raft" / "manifest.json", manifest)
+    run.update_record(raft={"manifest": str(run.path / "raft" / "manifest.json"), **manifest})
+    log.info("raft: %s", done["train"].counts)
+    return done["train"].rows, done["val"].rows
 
 
 def tokenize_for_sft(tokenizer, rows: list[dict], max_length: int) -> list[dict]:

@@ -70,7 +70,8 @@ def test_every_rung_answers_the_same_items_and_a_rerun_is_cached(
     assert report["order"] == ["base", "prompt", "rag", "tuned", "tuned+rag"]
     for task in report["tasks"].values():
         assert task["n"] == 4 and set(task["rungs"]) == set(report["order"])
-        assert task["decision"]["recommended"] in report["order"]
+        decision = task["decision"]  # a random tiny model may solve nothing: then no recommendation
+        assert decision["recommended"] in ([None] if decision["unsolved"] else report["order"])
         for info in task["rungs"].values():
             assert info["score"]["n"] == 4 and info["seconds_per_item"] > 0
             rows = json.loads(Path(info["eval_file"]).read_text())["tasks"]
@@ -78,6 +79,9 @@ def test_every_rung_answers_the_same_items_and_a_rerun_is_cached(
     rungs = report["tasks"]["structured"]["rungs"]
     assert rungs["rag"]["prompt_tokens_per_item"] > rungs["base"]["prompt_tokens_per_item"]
     assert set(report["tasks"]["policy"]["rungs"]["base"]["breakdown"]) <= {"trained", "docs-only"}
+    # a bare adapter folder has no training rows to compare with: recorded as unchecked
+    assert set(report["prompt_format"]) == {"tuned", "tuned+rag"}
+    assert report["prompt_format"]["tuned"]["checked"] is False
     assert (tmp_path / "out" / "ladder.html").read_text().count("<table>") >= 2
 
     monkeypatch.setattr(
