@@ -112,6 +112,7 @@ class LLMJudge(Config):
     url: str = Field(..., description="OpenAI-compatible endpoint of the judging model.")
     model: str | None = Field(None, description="The request's `model` field.")
     api_key_env: str | None = Field(None, description="Environment variable with its API key.")
+    max_tokens: int = Field(64, ge=8, description="Length budget of the judge's answer.")
     timeout_s: float = Field(60.0, gt=0, description="Seconds per request.")
 
 
@@ -128,6 +129,10 @@ class Domain(Config):
     )
     documents: str | None = Field(
         None, description="Knowledge documents: a reply retrieving a chunk is in the domain."
+    )
+    public_data: list[str] = Field(
+        default_factory=list,
+        description="The organisation's own contact data (phone, address): never someone's personal data.",
     )
     premises: list[str] = Field(
         default_factory=lambda: ["Since you charge a fee of 500 for every transfer,"],
@@ -272,7 +277,7 @@ class SimulationConfig(Config):
     judges: Judges = Field(default_factory=Judges)
     scenarios: list[Scenario] = Field(..., min_length=1, description="The conversations to hold.")
     seed: int = Field(0, description="Seeds every draw: variables, perturbations, sampling.")
-    max_new_tokens: int = Field(64, ge=1, description="Length budget of an assistant turn.")
+    reply_tokens: int = Field(64, ge=1, description="Length budget of an assistant turn.")
     batch_size: int = Field(16, ge=1, description="Conversations generated together per turn.")
     context_tokens: int | None = Field(
         None, ge=16, description="Context budget (default: the model's own); overflow is reported."

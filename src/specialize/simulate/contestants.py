@@ -108,9 +108,9 @@ class Contestants:
             else [None] * len(prompts)
         )
         for i, length in enumerate(lengths):
-            if limit and length is not None and length + self.config.max_new_tokens > limit:
+            if limit and length is not None and length + self.config.reply_tokens > limit:
                 replies[i] = Reply(
-                    overflow=f"prompt of {length} tokens + {self.config.max_new_tokens} new tokens "
+                    overflow=f"prompt of {length} tokens + {self.config.reply_tokens} new tokens "
                     f"exceeds the context budget of {limit}",
                     prompt_tokens=length,
                 )
@@ -136,7 +136,7 @@ class Contestants:
                 model,
                 tokenizer,
                 prompts,
-                GenerationSettings(max_new_tokens=self.config.max_new_tokens),
+                GenerationSettings(max_new_tokens=self.config.reply_tokens),
                 batch_size=self.config.batch_size,
                 progress=progress,
             )
@@ -149,7 +149,7 @@ class Contestants:
                         contestant.url or "",
                         messages,
                         model=contestant.model,
-                        max_tokens=self.config.max_new_tokens,
+                        max_tokens=self.config.reply_tokens,
                         seed=self.config.seed,
                         api_key_env=contestant.api_key_env,
                         timeout_s=contestant.timeout_s,

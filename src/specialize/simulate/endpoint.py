@@ -45,6 +45,7 @@ def chat_completion(
             payload = json.loads(response.read().decode("utf-8"))
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace")[:200]
+        exc.close()
         raise EndpointError(f"{url}: HTTP {exc.code} {detail}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         raise EndpointError(f"{url}: {getattr(exc, 'reason', exc)}") from None

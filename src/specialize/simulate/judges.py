@@ -39,7 +39,7 @@ def llm_verdict(judge: LLMJudge, rubric: str, messages: list[dict]) -> dict:
             judge.url,
             prompt,
             model=judge.model,
-            max_tokens=96,
+            max_tokens=judge.max_tokens,
             api_key_env=judge.api_key_env,
             timeout_s=judge.timeout_s,
         )

@@ -110,7 +110,7 @@ def conversation_fingerprint(
         "user": config.user.model_dump(mode="json"),
         "judges": config.judges.model_dump(mode="json"),
         "seed": config.seed,
-        "max_new_tokens": config.max_new_tokens,
+        "reply_tokens": config.reply_tokens,
         "context_tokens": config.context_tokens,
     }
     return hashlib.sha256(json.dumps(decided_by, sort_keys=True).encode()).hexdigest()[:20]
@@ -312,6 +312,7 @@ class Judging:
         persona = self.config.personas[scenario.persona]
         context = Context(
             persona,
+            self.config.domain.public_data,
             [t["user"]["text"] for t in conversation.turns],
             self.config.domain.keywords,
             self._in_documents() if self.config.domain.documents else None,
@@ -380,6 +381,12 @@ def _transcript(config: SimulationConfig, c: Conversation) -> dict:
 
 
 def _append(path: Path, row: dict) -> None:
+    # A kill can leave a half-written last line: start on a fresh line so it stays the only bad one.
+    torn = False
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb") as existing:
+            existing.seek(-1, 2)
+            torn = existing.read(1) != b"\n"
     with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        handle.write(("\n" if torn else "") + json.dumps(row, ensure_ascii=False) + "\n")
         handle.flush()
