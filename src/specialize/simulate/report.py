@@ -10,7 +10,7 @@ from pathlib import Path
 
 from specialize.artifacts import atomic_write_json, atomic_write_text, sha256_file
 from specialize.evaluate.stats import paired_difference, wilson
-from specialize.simulate.config import Scenario, SimulationConfig
+from specialize.simulate.config import TURN_CHECKS, Scenario, SimulationConfig
 from specialize.simulate.run import TRANSCRIPTS, conversation_fingerprint
 from specialize.track import html
 from specialize.track.plots import intervals_png
@@ -357,7 +357,7 @@ def _conversation_html(row: dict) -> str:
                 for c in failed
             ]
     for check in row["checks"]:
-        if check["kind"] in ("goal", "within_turns", "judge", "reward") or not check["passed"]:
+        if check["kind"] not in TURN_CHECKS:  # turn checks are shown under their turn
             css = "good" if check["passed"] else "bad"
             mark = "✓" if check["passed"] else "✗"
             out.append(

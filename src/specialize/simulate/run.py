@@ -50,7 +50,7 @@ class Conversation:
     ended: str = ""
     checks: list[dict] = field(default_factory=list)
     passed: bool | None = None
-    started: float = field(default_factory=time.monotonic)
+    seconds: float = 0.0  # its share of the batched generation time (wall time / batch size)
 
     @property
     def key(self) -> str:
@@ -144,6 +144,7 @@ def _hold(
         active = [c for c in pending if c.contestant.name == contestant.name]
         turn = 0
         while active:
+            started = time.monotonic()
             _user_turn(config, active, turn, users)
             waiting = [c for c in active if c.status == "running"]
             label = f"{contestant.name} turn {turn + 1}" if progress else None
@@ -152,6 +153,8 @@ def _hold(
                 _record_reply(conversation, reply, turn)
             done = [c for c in active if c.status != "running"]
             judges.finish(done)
+            for conversation in active:
+                conversation.seconds += (time.monotonic() - started) / len(active)
             for conversation in done:
                 _append(transcripts, _transcript(config, conversation))
                 bar.update(1)
@@ -376,7 +379,7 @@ def _transcript(config: SimulationConfig, c: Conversation) -> dict:
         "turns": c.turns,
         "checks": c.checks,
         "passed": c.passed if c.status == "ok" else None,
-        "seconds": round(time.monotonic() - c.started, 2),
+        "seconds": round(c.seconds, 3),
     }
 
 
