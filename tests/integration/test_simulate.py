@@ -349,3 +349,42 @@ def test_the_report_renders_in_chromium_with_failed_checks_highlighted(world):
         width = page.evaluate("document.querySelector('img').naturalWidth")
         assert width > 100
         browser.close()
+
+
+def test_a_process_killed_mid_run_resumes_where_it_stopped(tiny_model_dir, tmp_path, cli):
+    """A real SIGKILL while conversations are being held; the re-run holds only the rest."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "out"
+    sets = [f"model={tiny_model_dir}", "limit=4", "reply_tokens=32", "batch_size=2"]
+    args = [str(REPO / "examples" / "nordvik" / "scenarios.yaml"), "--out", str(out)]
+    args += [x for s in sets for x in ("--set", s)]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "specialize.cli.main", "simulate", *args, "--no-progress"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    transcripts = out / "transcripts.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if transcripts.is_file() and transcripts.read_text().count("\n") >= 1:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    process.wait(30)
+    before = [
+        json.loads(line) for line in transcripts.read_text().splitlines() if line.endswith("}")
+    ]
+    assert 1 <= len(before) < 12, "the kill came after the first conversation, before the last"
+    code, _, _ = cli("simulate", *args, "--no-progress")
+    assert code == 0
+    rows = [json.loads(line) for line in transcripts.read_text().splitlines() if line.endswith("}")]
+    keys = [r["key"] for r in rows]
+    assert len(keys) == len(set(keys)) == 12  # 3 contestants x 4 scenarios, none held twice
+    assert rows[: len(before)] == before
