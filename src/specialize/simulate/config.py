@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from specialize.config import (
     Config,
+    apply_overrides,
     build_config,
     line_of,
     load_config,
@@ -297,7 +298,7 @@ def load_scenarios(path: str | Path, overrides: list[str] | None = None) -> Simu
         problems.extend(exc.problems)
         if not _is_mapping(text):
             raise
-    raw = yaml.safe_load(text) or {}
+    raw = apply_overrides(yaml.safe_load(text) or {}, overrides or [])
     root = yaml.compose(text)
     for loc, message in cross_reference_problems(raw, path.parent):
         problems.append(f"{path}:{line_of(root, loc) or 1}: {'.'.join(map(str, loc))}: {message}")
