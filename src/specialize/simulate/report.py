@@ -19,7 +19,7 @@ SIMULATION_SCHEMA_VERSION = 1
 
 
 def current_transcripts(
-    config: SimulationConfig, out: Path, scenarios: list[Scenario]
+    config: SimulationConfig, out: Path, scenarios: list[Scenario], hashes: dict
 ) -> list[dict]:
     """The latest transcript of each conversation this config asks for (older inputs' are skipped)."""
     wanted = {}
@@ -27,7 +27,7 @@ def current_transcripts(
         for scenario in scenarios:
             if scenario.contestants is None or contestant.name in scenario.contestants:
                 key = f"{contestant.name}/{scenario.name}"
-                wanted[key] = conversation_fingerprint(config, contestant, scenario)
+                wanted[key] = conversation_fingerprint(config, contestant, scenario, hashes)
     latest: dict[str, dict] = {}
     path = out / TRANSCRIPTS
     for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
@@ -153,10 +153,14 @@ def _judges(rows: list[dict]) -> dict:
 
 
 def write_reports(
-    config: SimulationConfig, out: Path, scenarios: list[Scenario], scenario_file: str | Path | None
+    config: SimulationConfig,
+    out: Path,
+    scenarios: list[Scenario],
+    scenario_file: str | Path | None,
+    hashes: dict,
 ) -> dict:
     """Write simulation.json and simulation.html from the transcripts; register the simulation."""
-    rows = current_transcripts(config, out, scenarios)
+    rows = current_transcripts(config, out, scenarios, hashes)
     file_hash = sha256_file(scenario_file) if scenario_file else None
     report = {
         "schema_version": SIMULATION_SCHEMA_VERSION,
@@ -164,6 +168,7 @@ def write_reports(
         "scenario_file": str(scenario_file) if scenario_file else None,
         "scenario_file_sha256": file_hash,
         "model": config.model,
+        "weights": hashes,
         "seed": config.seed,
         "contestants": [c.model_dump(mode="json", exclude_none=True) for c in config.contestants],
         "n_scenarios": len(scenarios),

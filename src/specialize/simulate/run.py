@@ -74,12 +74,13 @@ def run_simulation(
     out.mkdir(parents=True, exist_ok=True)
     scenarios = config.scenarios[: config.limit] if config.limit else config.scenarios
     finished = _finished(out / TRANSCRIPTS)
+    hashes = input_hashes(config)
     pending = []
     for contestant in config.contestants:
         for scenario in scenarios:
             if scenario.contestants is not None and contestant.name not in scenario.contestants:
                 continue
-            fingerprint = conversation_fingerprint(config, contestant, scenario)
+            fingerprint = conversation_fingerprint(config, contestant, scenario, hashes)
             if finished.get(f"{contestant.name}/{scenario.name}") == fingerprint:
                 continue
             pending.append(
@@ -92,11 +93,32 @@ def run_simulation(
             "simulate: %d conversation(s) to hold, %d already done", len(pending), len(finished)
         )
         _hold(config, pending, out / TRANSCRIPTS, progress)
-    return write_reports(config, out, scenarios, scenario_file)
+    return write_reports(config, out, scenarios, scenario_file, hashes)
+
+
+def input_hashes(config: SimulationConfig) -> dict:
+    """Content hashes of the weights a simulation uses: a retrained adapter at the same path, or a
+    changed base, makes its conversations stale."""
+    from specialize.models.loading import adapter_dir, content_hash, resolve_model
+
+    local = any(c.kind != "endpoint" for c in config.contestants)
+    user_local = not config.user.url and any(s.simulated for s in config.scenarios)
+    return {
+        "model": content_hash(resolve_model(config.model).path) if local or user_local else None,
+        "adapters": {
+            c.name: content_hash(adapter_dir(c.adapter)) for c in config.contestants if c.adapter
+        },
+        "user_adapter": content_hash(adapter_dir(config.user.adapter))
+        if config.user.adapter
+        else None,
+        "reward": content_hash(adapter_dir(config.judges.reward.run))
+        if config.judges.reward
+        else None,
+    }
 
 
 def conversation_fingerprint(
-    config: SimulationConfig, contestant: Contestant, scenario: Scenario
+    config: SimulationConfig, contestant: Contestant, scenario: Scenario, hashes: dict
 ) -> str:
     """Everything that decides a conversation: a finished one with the same fingerprint is re-used."""
     decided_by = {
@@ -112,6 +134,7 @@ def conversation_fingerprint(
         "seed": config.seed,
         "reply_tokens": config.reply_tokens,
         "context_tokens": config.context_tokens,
+        "weights": {**hashes, "adapters": hashes["adapters"].get(contestant.name)},
     }
     return hashlib.sha256(json.dumps(decided_by, sort_keys=True).encode()).hexdigest()[:20]
 
