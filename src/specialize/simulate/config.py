@@ -381,6 +381,21 @@ def _order_problems(scenario: dict, at: tuple, base: Path, raw: dict) -> list[tu
                     f"{1 + len(turns)} user turns has {1 + len(turns)} assistant turns",
                 )
             )
+        kinds = {c.get("kind") for c in _dicts(scenario.get("checks"))}
+        if check.get("kind") == "within_turns" and "goal" not in kinds:
+            problems.append(
+                (at + ("checks", j, "kind"), "within_turns needs a goal check in the same scenario")
+            )
+        domain = raw.get("domain") if isinstance(raw.get("domain"), dict) else {}
+        if check.get("kind") == "in_domain" and not (
+            domain.get("keywords") or domain.get("documents")
+        ):
+            problems.append(
+                (
+                    at + ("checks", j, "kind"),
+                    "in_domain needs domain.keywords or domain.documents to know the domain",
+                )
+            )
         if check.get("kind") == "judge" and not (raw.get("judges") or {}).get("llm"):
             problems.append((at + ("checks", j, "kind"), "a judge check needs judges.llm (url:)"))
         if check.get("kind") == "reward" and not (raw.get("judges") or {}).get("reward"):

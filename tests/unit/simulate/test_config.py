@@ -100,13 +100,15 @@ def test_a_contestant_needs_what_its_kind_needs(tmp_path):
           - {name: e, kind: endpoint}
           - {name: x, kind: finetuned}
         personas: {a: {description: d}}
-        scenarios: [{name: s, persona: a, goal: g, opening: hi, checks: [{kind: judge, rubric: r}]}]
+        scenarios: [{name: s, persona: a, goal: g, opening: hi, checks: [{kind: judge, rubric: r}, {kind: within_turns, turns: 1}, {kind: in_domain}]}]
         """,
     )
     assert any(":2:" in p and "needs adapter" in p for p in problems)
     assert any(":3:" in p and "needs url" in p for p in problems)
     assert any(":4:" in p and "contestants.2.kind" in p for p in problems)
     assert any("a judge check needs judges.llm" in p for p in problems)
+    assert any("within_turns needs a goal check" in p for p in problems)
+    assert any("in_domain needs domain.keywords or domain.documents" in p for p in problems)
 
 
 def test_the_shipped_nordvik_scenarios_meet_the_brief():
