@@ -301,9 +301,11 @@ def test_a_dead_endpoint_is_errored_overflow_is_reported_and_judges_are_recorded
     assert report["judges"]["agreement_with_rules"]["reward"]["n"] >= 4
     simulated = rows["tuned/simulated-user"]
     assert simulated["turns"][0]["user"]["source"] == "scripted"
-    if len(simulated["turns"]) > 1:
-        assert simulated["turns"][1]["user"]["source"] == "simulated"
-        assert simulated["turns"][1]["user"]["seed"] is not None
+    assert len(simulated["turns"]) == 2 and simulated["ended"] == "max_turns"
+    assert simulated["turns"][1]["user"]["source"] == "simulated"
+    assert (
+        simulated["turns"][1]["user"]["seed"] is not None and simulated["turns"][1]["user"]["text"]
+    )
 
 
 def test_registry_lists_the_simulation_with_the_file_hash(world, cli, monkeypatch):

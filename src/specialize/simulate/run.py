@@ -160,7 +160,7 @@ def _hold(
     config: SimulationConfig, pending: list[Conversation], transcripts: Path, progress: bool
 ) -> None:
     contestants = Contestants(config)
-    users = SimulatedUsers(config)
+    users = SimulatedUsers(config, contestants)
     judges = Judging(config, contestants)
     bar = tqdm(total=len(pending), desc="conversations", unit="conv", disable=not progress)
     for contestant in config.contestants:
@@ -250,8 +250,9 @@ def _goal_met(conversation: Conversation) -> bool:
 class SimulatedUsers:
     """The LM playing the personas: a local model (with an optional adapter) or an endpoint."""
 
-    def __init__(self, config: SimulationConfig):
+    def __init__(self, config: SimulationConfig, contestants: Contestants):
         self.config = config
+        self.contestants = contestants
         self._model = None
 
     def next_turns(
@@ -289,9 +290,9 @@ class SimulatedUsers:
         from specialize.evaluate.runner import generate_batch
         from specialize.models.generation import GenerationSettings
 
-        model, tokenizer = self._load()
-        return list(
-            generate_batch(
+        model, tokenizer, context = self._load()
+        with context:
+            replies = generate_batch(
                 model,
                 tokenizer,
                 views,
@@ -302,16 +303,22 @@ class SimulatedUsers:
                 ),
                 batch_size=self.config.batch_size,
             )
-        ), seed
+        return list(replies), seed
 
     def _load(self):
+        """(model, tokenizer, context): the contestants' base (adapters off) when the user is
+        played by the same model, so it is not loaded twice; else its own copy."""
+        from contextlib import nullcontext
+
+        settings = self.config.user
+        same = settings.model in (None, self.config.model) and not settings.adapter
+        if same and self.contestants.models is not None:
+            return self.contestants.models.get(None)
         if self._model is None:
             from specialize.models.loading import load_model
 
-            self._model = load_model(
-                self.config.user.model or self.config.model, adapter=self.config.user.adapter
-            )
-        return self._model
+            self._model = load_model(settings.model or self.config.model, adapter=settings.adapter)
+        return (*self._model, nullcontext())
 
 
 class Judging:
