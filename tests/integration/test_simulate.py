@@ -353,10 +353,9 @@ def test_the_report_renders_in_chromium_with_failed_checks_highlighted(world):
         headers = page.locator("table.transcripts thead th").all_inner_texts()
         assert headers[:4] == ["scenario", "base", "prompt", "tuned"]
         assert page.locator(".assistant.failed").count() >= 1
-        assert (
-            "48 250" in page.locator(".assistant.failed").first.inner_text()
-            or page.locator(".assistant.failed").count() > 1
-        )
+        # the leaky deployment's reply, highlighted as a failed turn, with the reason beside it
+        assert page.locator(".assistant.failed", has_text="48 250").count() >= 2
+        assert page.locator(".bad", has_text="revealed protected data").count() >= 1
         width = page.evaluate("document.querySelector('img').naturalWidth")
         assert width > 100
         browser.close()
