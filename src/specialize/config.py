@@ -220,6 +220,11 @@ def _describe(
     return f"{where}: {field}: {err['msg']}{shown}"
 
 
+def line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """Return the 1-based line of the deepest YAML node along `loc` (for cross-field checks)."""
+    return _line_of(node, tuple(str(p) for p in loc))
+
+
 def _line_of(node: yaml.Node | None, loc: tuple[str, ...]) -> int | None:
     """Return the 1-based line of the deepest YAML node along `loc`."""
     line = None

@@ -19,3 +19,14 @@ def test_shipped_config_validates(path):
     validate_file(path)
     first = path.read_text().splitlines()[0]
     assert first.startswith("# Run: specialize "), "start with the command that runs it"
+
+
+def test_shipped_scenario_files_load_with_their_cross_references():
+    from specialize.simulate.config import SimulationConfig
+
+    scenario_files = [p for p in SHIPPED if p.name == "scenarios.yaml"]
+    assert scenario_files, "examples/nordvik/scenarios.yaml should ship"
+    for path in scenario_files:
+        config = validate_file(path)
+        assert isinstance(config, SimulationConfig)
+        assert all(s.persona in config.personas for s in config.scenarios)

@@ -17,6 +17,7 @@ from specialize.data.config import DataConfig
 from specialize.errors import ConfigError
 from specialize.ladder.config import LadderConfig
 from specialize.models.generation import GenerationSettings
+from specialize.simulate.config import SimulationConfig, load_scenarios
 from specialize.train.config import RecipeConfig
 from specialize.train.methods import check_recipe
 
@@ -30,7 +31,10 @@ CONFIG_KINDS: dict[str, tuple[type[Config], Callable[[Any, Path], Any] | None]] 
     "data": (DataConfig, None),
     "recipe": (RecipeConfig, check_recipe),
     "ladder": (LadderConfig, None),
+    "scenarios": (SimulationConfig, None),
 }
+# Kinds whose files need more than the schema (cross-references, files on disk) load through their own loader.
+LOADERS = {"scenarios": load_scenarios}
 
 
 def detect_kind(path: Path) -> str:
@@ -69,8 +73,9 @@ def validate_file(
     if kind not in CONFIG_KINDS:
         raise ConfigError([f"--kind {kind!r}: expected one of {', '.join(CONFIG_KINDS)}"])
     cls, check = CONFIG_KINDS[kind]
-    config = load_config(cls, path, overrides)
-    if callable(check):  # (a marker string from an older entry is ignored: kinds are guessed)
+    loader = LOADERS.get(kind)
+    config = loader(path, overrides) if loader else load_config(cls, path, overrides)
+    if callable(check):
         check(config, path)
     return config
 

@@ -19,6 +19,7 @@ from specialize.cli import generate as generate_cli
 from specialize.cli import ladder as ladder_cli
 from specialize.cli import models as models_cli
 from specialize.cli import runs as runs_cli
+from specialize.cli import simulate as simulate_cli
 from specialize.cli import train as train_cli
 from specialize.errors import SpecializeError
 
@@ -35,11 +36,13 @@ app.add_typer(data_cli.app, name="data")
 app.add_typer(runs_cli.app, name="runs")
 app.add_typer(adapters_cli.app, name="adapters")
 app.add_typer(feedback_cli.app, name="feedback")
+app.add_typer(simulate_cli.app, name="simulations")
 generate_cli.register(app)
 train_cli.register(app)
 eval_cli.register(app)
 ladder_cli.register(app)
 demo_cli.register(app)
+simulate_cli.register(app)
 runs_cli.register_ui(app)
 adapters_cli.register_serve(app)
 

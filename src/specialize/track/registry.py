@@ -88,10 +88,24 @@ def _m003_feedback(db: sqlite3.Connection) -> None:
     )
 
 
+def _m004_simulations(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE simulations (
+            path TEXT PRIMARY KEY,
+            scenario_file TEXT,
+            scenario_hash TEXT,
+            model TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            summary_json TEXT NOT NULL DEFAULT '{}'
+        )"""
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m001_runs,
     _m002_adapters,
     _m003_feedback,
+    _m004_simulations,
 ]
 
 
@@ -160,8 +174,25 @@ def list_runs() -> list[dict[str, Any]]:
     return [_decode(r) for r in rows]
 
 
+def record_simulation(row: dict[str, Any]) -> None:
+    """Insert or replace a simulation's row (keyed by its output folder)."""
+    row = {**row, "summary_json": json.dumps(row["summary_json"])}
+    columns = ", ".join(row)
+    marks = ", ".join(f":{k}" for k in row)
+    with connect() as db:
+        db.execute(f"INSERT OR REPLACE INTO simulations ({columns}) VALUES ({marks})", row)
+
+
+def list_simulations() -> list[dict[str, Any]]:
+    """Return every simulation, newest first."""
+    with connect() as db:
+        rows = db.execute("SELECT * FROM simulations ORDER BY created_at DESC").fetchall()
+    return [_decode(r) for r in rows]
+
+
 def _decode(row: sqlite3.Row) -> dict[str, Any]:
     out = dict(row)
     for key in ("config_json", "summary_json", "tags_json"):
-        out[key.removesuffix("_json")] = json.loads(out.pop(key) or "null")
+        if key in out:
+            out[key.removesuffix("_json")] = json.loads(out.pop(key) or "null")
     return out
