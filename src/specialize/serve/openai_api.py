@@ -70,6 +70,7 @@ class _Sampling(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stop: str | list[str] | None = None
     stream: bool = False
+    stream_options: dict | None = None  # {"include_usage": true}: a last chunk with the usage
 
     def stops(self) -> tuple[str, ...]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -138,7 +139,8 @@ def add_openai_routes(app: FastAPI, host: ModelHost, limits: Limits) -> Engine:
     async def _answer(request: Request, body: _Sampling, kind: str, prompt_ids):
         job, events = _job(request, body, host, engine, limits, prompt_ids)
         if body.stream:
-            return _EventStream(job, events, kind, limits.write_timeout_s)
+            usage = bool((body.stream_options or {}).get("include_usage"))
+            return _EventStream(job, events, kind, limits.write_timeout_s, usage)
         await _collect(job, events, request)
         return (_chat_response if kind == "chat" else _text_response)(job)
 
@@ -242,9 +244,12 @@ class _EventStream(Response):
     """Server-sent events in OpenAI's chunk format, ending with [DONE]. Each write has a timeout,
     so a client that stops reading loses only its own stream; leaving cancels the row."""
 
-    def __init__(self, job: Job, events: asyncio.Queue, kind: str, write_timeout_s: float):
+    def __init__(
+        self, job: Job, events: asyncio.Queue, kind: str, write_timeout_s: float, usage: bool
+    ):
         super().__init__(media_type="text/event-stream")
         self.job, self.events, self.kind, self.timeout = job, events, kind, write_timeout_s
+        self.usage = usage
         self.ident = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
 
@@ -265,6 +270,12 @@ class _EventStream(Response):
             "model": self.job.adapter,
             "choices": [choice],
         }
+        return f"data: {json.dumps(body)}\n\n".encode()
+
+    def usage_chunk(self) -> bytes:
+        kind = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+        body = {"id": self.ident, "object": kind, "created": self.created}
+        body |= {"model": self.job.adapter, "choices": [], "usage": _usage(self.job)}
         return f"data: {json.dumps(body)}\n\n".encode()
 
     async def __call__(self, scope, receive, send) -> None:
@@ -298,6 +309,8 @@ class _EventStream(Response):
                     await write(self.chunk(event.text))
                 elif event.kind == "done":
                     await write(self.chunk(None, event.text))
+                    if self.usage:
+                        await write(self.usage_chunk())
                     await write(b"data: [DONE]\n\n", more=False)
                     break
                 else:
