@@ -56,12 +56,6 @@ def _dashboard_routes(app: FastAPI) -> None:
     @app.get("/runs/{run_id}/report", response_class=HTMLResponse)
     def report(run_id: str) -> str:
         run = _run(run_id)  # by registry id only: never a path from the request
-        if not Path(run["path"]).is_dir():
-            raise HTTPException(
-                404,
-                f"run {run_id!r} is registered but its folder {run['path']} was deleted; "
-                f"remove the entry with `specialize runs rm {run_id}`",
-            )
         path = Path(run["path"]) / REPORT_FILE
         if not path.is_file():
             path = write_run_report(run["path"])
@@ -79,9 +73,16 @@ def _dashboard_routes(app: FastAPI) -> None:
         if not matches:
             raise HTTPException(404, f"no run with id {run_id!r}")
         try:
-            return track_runs.find_run(matches[0]["id"])
+            run = track_runs.find_run(matches[0]["id"])
         except SpecializeError as exc:
             raise HTTPException(404, exc.one_line()) from exc
+        if not Path(run["path"]).is_dir():
+            raise HTTPException(
+                404,
+                f"run {run_id!r} is registered but its folder {run['path']} was deleted; "
+                f"remove the entry with `specialize runs rm {run_id}`",
+            )
+        return run
 
 
 def serve(bind: str, port: int, *, model_host=None, limits=None, feedback=None) -> None:
