@@ -65,6 +65,8 @@ class Job:
     finish_reason: str | None = None
     cancelled: bool = False
     generator: object = None
+    error: BaseException | None = None
+    left: threading.Event = field(default_factory=threading.Event)  # set when it leaves the engine
 
     def cancel(self) -> None:
         """Stop generating for this request (its client went away); safe from any thread."""
@@ -147,6 +149,14 @@ class Engine:
             pass
         return job
 
+    def wait(self, job: Job, timeout: float | None = None) -> Job:
+        """Wait for a submitted job to leave the engine; raise its error if it failed."""
+        if not job.left.wait(timeout):
+            raise TimeoutError(f"generation for {job.adapter!r} still running after {timeout} s")
+        if job.error is not None:
+            raise job.error
+        return job
+
     def stop(self) -> None:
         """Fail every queued and running job and end the scheduler thread."""
         with self._wake:
@@ -192,6 +202,8 @@ class Engine:
     def _retire(self, jobs: list[Job]) -> None:
         with self._wake:
             self._live -= len(jobs)
+        for job in jobs:
+            job.left.set()
 
     def _step(self, new: list[Job]) -> None:
         started = time.monotonic()
@@ -389,6 +401,8 @@ def _safe_length(text: str, stops: tuple[str, ...]) -> int:
 
 
 def _emit(job: Job, event: Event) -> None:
+    if event.kind == "error":
+        job.error = event.error
     if job.notify is None or (job.cancelled and event.kind == "text"):
         return
     job.notify(event)

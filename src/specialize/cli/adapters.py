@@ -127,6 +127,7 @@ def check_cmd(
         "core items same",
         "own score alone/among",
         "core score alone/among",
+        "engine (mixed batch) same",
     ):
         grid.add_column(column)
     for name, row in report["adapters"].items():
@@ -136,6 +137,7 @@ def check_cmd(
             f"{row['core']['same']}/{row['core']['n']}",
             f"{row['own']['alone']:.3f} / {row['own']['among']:.3f}",
             f"{row['core']['alone']:.3f} / {row['core']['among']:.3f}",
+            f"{row['engine']['same']}/{row['engine']['n']}",
         )
     console.print(grid)
     console.print(report["verdict"])
