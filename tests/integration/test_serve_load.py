@@ -334,3 +334,10 @@ def test_sigterm_under_load_stops_the_server_within_seconds(subprocess_server):
     assert time.monotonic() - started < 8, log.read_text()
     for stream in streams:
         stream.close()
+
+
+def test_binding_beyond_loopback_needs_a_key_or_insecure(cli, tiny_model_dir):
+    code, _, err = cli("serve", "--model", str(tiny_model_dir), "--host", "0.0.0.0")
+    assert code == 2 and "needs --api-key" in err and "--insecure" in err
+    code, _, err = cli("serve", "--host", "0.0.0.0", "--api-key", "k", "--admin-key", "k")
+    assert code == 2 and "must differ" in err
