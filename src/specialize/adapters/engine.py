@@ -206,18 +206,24 @@ class Engine:
             job.left.set()
 
     def _step(self, new: list[Job]) -> None:
+        """One decoding step for the running rows, then the new rows' prefill (so a stream of
+        arrivals never holds the running rows back)."""
         started = time.monotonic()
-        self._drop([j for j in self._active if j.cancelled or j.adapter not in self._names()])
+        names = self._names()
+        for job in self._active:
+            if job.adapter not in names and not job.cancelled:
+                _emit(job, Event("error", error=ModelError(f"model {job.adapter!r} was unloaded")))
+        self._drop([j for j in self._active if j.cancelled or j.adapter not in names])
         new = self._refuse_unloaded(new)
+        if self._active:
+            self._advance(self._active, self._decode())
+            self._drop([j for j in self._active if j.finish_reason or j.cancelled])
         if new:
             logits, batch = self._prefill(new)
             self._active += new
             self._batch = batch if self._batch is None else _join(self._batch, batch)
             self._advance(new, logits)
-        elif self._active:
-            logits = self._decode()
-            self._advance(self._active, logits)
-        self._drop([j for j in self._active if j.finish_reason or j.cancelled])
+            self._drop([j for j in new if j.finish_reason or j.cancelled])
         elapsed = time.monotonic() - started
         self._step_seconds = 0.9 * self._step_seconds + 0.1 * elapsed
 

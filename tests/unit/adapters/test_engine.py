@@ -4,6 +4,7 @@ gets alone; sampling, stop conditions, cancellation and the bounded queue work p
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,19 +92,21 @@ def test_mixed_batches_answer_exactly_as_each_request_alone(engine):
 
     # continuous batching: rows join a running batch between steps, with other lengths
     first = [
-        (m, p, engine.submit(job(engine, m, p, tokens=16)))
+        (m, p, engine.submit(job(engine, m, p, tokens=60)))
         for m, p in zip(models, PROMPTS, strict=True)
     ]
-    time.sleep(0.05)
+    while not any(done.generated for _, _, done in first):
+        time.sleep(0.002)
     later = [
         (m, p, engine.submit(job(engine, m, p))) for m, p in zip(models[::-1], PROMPTS, strict=True)
     ]
+    assert not any(done.left.is_set() for _, _, done in first)  # they joined a running batch
     assert wait_idle(engine) == 0
     for model, prompt, done in later:
         assert done.generated == alone[(model, prompt)]
     for model, prompt, done in first:
         assert done.generated[:10] == alone[(model, prompt)]
-        assert len(done.generated) == 16 and done.finish_reason == "length"
+        assert len(done.generated) == 60 and done.finish_reason == "length"
 
 
 def test_stop_strings_and_streamed_pieces(engine):
@@ -169,3 +172,21 @@ def test_a_failing_step_fails_its_rows_and_the_engine_keeps_serving(engine):
     engine.submit(bad)
     assert done.wait(10) and errors[0].kind == "error"
     assert engine.run(job(engine, "base", PROMPTS[1])).finish_reason == "length"
+
+
+def test_unloading_an_adapter_fails_only_its_running_rows(engine, monkeypatch):
+    from specialize.adapters import registry
+
+    home = Path(engine.host.adapters["formal"]["path"]).parent  # where the fixture registered it
+    monkeypatch.setenv("SPECIALIZE_HOME", str(home))
+    doomed = engine.submit(job(engine, "formal", PROMPTS[2], tokens=400))
+    other = engine.submit(job(engine, "terse", PROMPTS[2], tokens=40))
+    while not doomed.generated:
+        time.sleep(0.002)
+    engine.host.unload("formal")
+    with pytest.raises(ModelError, match="was unloaded"):
+        engine.wait(doomed, 10)
+    assert engine.wait(other, 30).finish_reason == "length" and len(other.generated) == 40
+    assert registry.get("formal")["name"] == "formal"
+    engine.host.load("formal")
+    assert engine.run(job(engine, "formal", PROMPTS[0])).finish_reason == "length"
