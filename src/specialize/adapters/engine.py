@@ -288,10 +288,15 @@ class Engine:
     def _advance(self, jobs: list[Job], logits) -> None:
         """Pick each row's next token, update its text, and tell its client what is new."""
         tokenizer = self.host.tokenizer
+        greedy = logits.argmax(-1).tolist()  # one device sync for every greedy row
         for row, job in enumerate(jobs):
             if job.cancelled:
                 continue
-            token = _pick(logits[row], job.settings, job.generator)
+            token = (
+                greedy[row]
+                if job.settings.temperature <= 0
+                else _sample(logits[row].cpu(), job.settings, job.generator)
+            )
             job.generated.append(token)
             if token in self._eos:
                 job.finish_reason = "stop"
@@ -361,11 +366,10 @@ def _join(running, new):
     return cache_a, mask
 
 
-def _pick(logits, settings: GenerationSettings, generator) -> int:
+def _sample(logits, settings: GenerationSettings, generator) -> int:
+    """One token drawn with the row's own (CPU) generator, after temperature and top_p."""
     import torch
 
-    if settings.temperature <= 0:
-        return int(torch.argmax(logits))
     probs = torch.softmax(logits / settings.temperature, dim=-1)
     if settings.top_p < 1.0:
         ordered, order = torch.sort(probs, descending=True)
