@@ -22,7 +22,7 @@ PROMPTS = ["Hi", "How do I block my card?", "What does a transfer to a joint acc
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory, tiny_model_dir):
+def load_home(tmp_path_factory, tiny_model_dir):
     from specialize.adapters import registry
 
     home = tmp_path_factory.mktemp("load-home")
@@ -52,13 +52,17 @@ def start(app):
 
 
 @pytest.fixture(scope="module")
-def server(home, tiny_model_dir):
+def server(load_home, tiny_model_dir):
     from specialize.adapters.host import ModelHost
     from specialize.serve.app import create_app
     from specialize.serve.openai_api import Limits
 
-    os.environ["SPECIALIZE_HOME"] = str(home)
-    host = ModelHost(str(tiny_model_dir), list(MODELS[1:]))
+    old = os.environ.get("SPECIALIZE_HOME")
+    os.environ["SPECIALIZE_HOME"] = str(load_home)
+    try:
+        host = ModelHost(str(tiny_model_dir), list(MODELS[1:]))
+    finally:
+        os.environ.update(SPECIALIZE_HOME=old) if old else os.environ.pop("SPECIALIZE_HOME")
     limits = Limits(
         max_tokens=64, max_body_bytes=200_000, max_in_flight=200, api_key=KEY, admin_key=ADMIN
     )
@@ -79,14 +83,16 @@ def raw(port, method, path, body=b"", headers=None, read=True):
     sock.sendall("\r\n".join(lines).encode() + (body or b""))
     if not read:
         return sock
-    return parse(sock)
+    return parse(sock, bodiless=method == "HEAD")
 
 
-def parse(sock):
+def parse(sock, bodiless=False):
     data = b""
     sock.settimeout(20)
     while chunk := sock.recv(65536):
         data += chunk
+        if bodiless and b"\r\n\r\n" in data:
+            break
         if b"\r\n\r\n" in data and b"content-length" in data.lower():
             head, _, rest = data.partition(b"\r\n\r\n")
             size = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
@@ -232,6 +238,39 @@ def test_limits_answer_fast_and_clearly(server):
     assert status == 400
 
 
+def chunked_flood(port, path, extra=""):
+    """Send an endless chunked body; return how much went out before the server answered."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(head.encode())
+    piece, sent = b"x" * 65536, 0
+    try:
+        while sent < 64 * 2**20:
+            sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            sent += len(piece)
+    except OSError:  # the server answered and closed: it did not wait for the rest
+        pass
+    return sent, parse(sock)
+
+
+@pytest.mark.parametrize("kind", ["ui", "feedback"])
+def test_the_dashboard_and_the_feedback_page_count_body_bytes_too(kind, home):
+    from specialize.serve.app import create_app
+    from specialize.serve.feedback_api import FeedbackSession
+
+    app = create_app() if kind == "ui" else create_app(feedback=FeedbackSession("s"))
+    instance, thread, port = start(app)
+    try:
+        sent, (status, body) = chunked_flood(port, "/api/feedback/label")
+        assert status == 413 and "1000000 bytes" in body and sent < 64 * 2**20
+    finally:
+        instance.should_exit = True
+        thread.join(10)
+
+
 def test_a_chunked_body_past_the_limit_gets_413_without_being_read(server):
     _, port = server
     head = (
@@ -262,7 +301,7 @@ def test_immediate_disconnects_bring_in_flight_back_to_zero(server):
     assert wait_idle(port) == 0
 
 
-def test_a_full_queue_answers_429_with_retry_after(home, tiny_model_dir):
+def test_a_full_queue_answers_429_with_retry_after(tiny_model_dir):
     from specialize.adapters.host import ModelHost
     from specialize.serve.app import create_app
     from specialize.serve.openai_api import Limits
