@@ -380,3 +380,53 @@ def test_binding_beyond_loopback_needs_a_key_or_insecure(cli, tiny_model_dir):
     assert code == 2 and "needs --api-key" in err and "--insecure" in err
     code, _, err = cli("serve", "--host", "0.0.0.0", "--api-key", "k", "--admin-key", "k")
     assert code == 2 and "must differ" in err
+
+
+def test_a_client_that_stops_reading_loses_only_its_own_stream(server):
+    import asyncio
+
+    from openai import OpenAI
+
+    from specialize.adapters.engine import Job
+    from specialize.models.generation import GenerationSettings, render_prompt_ids
+    from specialize.serve.openai_api import _EventStream
+
+    app, port = server
+    engine = app.state.engine
+    ids = render_prompt_ids(engine.host.tokenizer, [{"role": "user", "content": "Hi"}])
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)
+
+    async def stalled_client():
+        loop = asyncio.get_running_loop()
+        events = asyncio.Queue()
+        job = Job(
+            "creative",
+            ids,
+            GenerationSettings(max_new_tokens=2000),
+            notify=lambda e: loop.call_soon_threadsafe(events.put_nowait, e),
+        )
+        engine.submit(job)
+        sent = []
+
+        async def send(message):  # after three writes the client's buffers are full
+            sent.append(message)
+            if len(sent) > 3:
+                await asyncio.Event().wait()
+
+        async def receive():  # it neither sends anything nor leaves
+            await asyncio.Event().wait()
+
+        started = time.monotonic()
+        others = loop.run_in_executor(
+            None,
+            lambda: client.chat.completions.create(
+                model="terse", messages=[{"role": "user", "content": "Hi"}], max_tokens=12
+            ),
+        )
+        await _EventStream(job, events, "chat", 0.5, False)({}, receive, send)
+        return job, time.monotonic() - started, await others
+
+    job, took, other = asyncio.run(stalled_client())
+    assert took < 5 and job.cancelled and len(job.generated) < 2000
+    assert other.choices[0].finish_reason == "length"  # served while the stalled stream waited
+    assert wait_idle(port) == 0
