@@ -80,6 +80,8 @@ def main() -> None:
     for job in missing:  # references for requests the old path did not time
         old(job)
 
+    distinct = min(len({expected[(m, p)] for m in models}) for p in PROMPTS)
+    print(f"the {len(models)} models give at least {distinct} different answers to every prompt")
     url = _start_server(host)
     from openai import OpenAI
 
