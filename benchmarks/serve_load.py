@@ -1,13 +1,21 @@
-"""Load on `specialize serve`: N concurrent OpenAI clients spread over the base and two adapters.
+"""Load on `specialize serve`: concurrent OpenAI clients over the base and three adapters, against
+the old one-request-at-a-time path, in one run.
 
-    .venv/bin/python benchmarks/serve_load.py [--clients 8] [--requests 48] [--max-tokens 32]
-        [--model smollm2-135m-instruct] [--adapter NAME=RUN_DIR --adapter NAME=RUN_DIR]
+    .venv/bin/python benchmarks/serve_load.py [--clients 8 --clients 32] [--requests 32]
+        [--max-tokens 32] [--model smollm2-135m-instruct] [--adapter NAME=RUN_DIR ...]
 
-Without --adapter it makes two random LoRA adapters on the model (so their answers differ
-visibly) in a temporary home. Every distinct request is first answered in-process, one after
-another (the baseline: the same generation without a server); then the clients send the
-requests through the official `openai` package. Prints throughput, p50/p95 latency, errors, and
-whether every answer is the one its own adapter gives (greedy decoding makes that exact).
+Without --adapter it makes three random LoRA adapters on the model (so their answers differ
+visibly) in a temporary home.
+
+1. The old path: every distinct (model, prompt) request answered by `ModelHost.chat`
+   (transformers' generate, one adapter selected, one request at a time under one lock, as the
+   server did before the engine), from `--clients` threads at once. Its answers are the reference.
+2. The engine through the server: for each --clients value, that many clients send --requests
+   requests (half of them streaming) through the official `openai` package.
+
+Each line reports req/s, p50/p95 latency, completion tokens/s, errors, answers identical to the
+reference, and answers from the wrong adapter (differ from their own reference and match another
+model's answer to the same prompt better). Exit status 1 on an error or a wrong-adapter answer.
 """
 
 from __future__ import annotations
@@ -35,11 +43,12 @@ PROMPTS = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--adapter", action="append", default=[], help="NAME=RUN_DIR (twice)")
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=48)
+    parser.add_argument("--adapter", action="append", default=[], help="NAME=RUN_DIR (repeat)")
+    parser.add_argument("--clients", type=int, action="append", default=[])
+    parser.add_argument("--requests", type=int, default=32, help="requests per client count")
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args()
+    clients = args.clients or [8, 32]
     if not args.adapter:
         os.environ.setdefault("SPECIALIZE_HOME", tempfile.mkdtemp(prefix="serve-load-"))
 
@@ -54,80 +63,142 @@ def main() -> None:
         names.append(name)
     host = ModelHost(args.model, names)
     models = ["base", *names]
-    jobs = [
-        (models[i % len(models)], PROMPTS[(i // len(models)) % len(PROMPTS)])
-        for i in range(args.requests)
-    ]
+    jobs = [(m, p) for p in PROMPTS for m in models]
     settings = GenerationSettings(max_new_tokens=args.max_tokens)
+    print(f"{args.model}: {', '.join(models)}; max_tokens {args.max_tokens}")
 
-    started = time.monotonic()
-    expected = {}
-    for job in sorted(set(jobs)):
-        expected[job] = host.chat(job[0], [{"role": "user", "content": job[1]}], settings).text
-    baseline_s = time.monotonic() - started
-    baseline_rps = len(expected) / baseline_s
-    distinct = {m: {expected[(m, p)] for p in PROMPTS if (m, p) in expected} for m in models}
-    print(
-        f"baseline: {len(expected)} distinct requests in-process, one by one: {baseline_s:.1f} s "
-        f"({baseline_rps:.2f} req/s)"
-    )
-    print(
-        f"answers differ between models: {len({tuple(sorted(v)) for v in distinct.values()}) == len(models)}"
-    )
+    expected, tokens = {}, {}
 
+    def old(job):
+        reply = host.chat(job[0], [{"role": "user", "content": job[1]}], settings)
+        expected[job], tokens[job] = reply.text, reply.completion_tokens
+        return reply.completion_tokens
+
+    baseline = _load(old, jobs[: args.requests], clients[0])
+    print(_line(f"old path, one at a time, {clients[0]} clients", baseline))
+    missing = [job for job in jobs if job not in expected]
+    for job in missing:  # references for requests the old path did not time
+        old(job)
+
+    distinct = min(len({expected[(m, p)] for m in models}) for p in PROMPTS)
+    print(f"the {len(models)} models give at least {distinct} different answers to every prompt")
     url = _start_server(host)
     from openai import OpenAI
 
-    client = OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
-    latencies, errors, wrong = [], [], []
+    client = OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
+    results = {}
+    for count in clients:
+        load = [jobs[i % len(jobs)] for i in range(args.requests)]
+        answers = {}
+
+        def new(job, index, answers=answers):
+            messages = [{"role": "user", "content": job[1]}]
+            if index % 2:
+                stream = client.chat.completions.create(
+                    model=job[0],
+                    messages=messages,
+                    max_tokens=args.max_tokens,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+                pieces, used = [], 0
+                for chunk in stream:
+                    if chunk.choices:
+                        pieces.append(chunk.choices[0].delta.content or "")
+                    if chunk.usage:
+                        used = chunk.usage.completion_tokens
+                answers[index] = "".join(pieces)
+                return used
+            reply = client.chat.completions.create(
+                model=job[0], messages=messages, max_tokens=args.max_tokens
+            )
+            answers[index] = reply.choices[0].message.content
+            return reply.usage.completion_tokens
+
+        result = _load(new, load, count, indexed=True)
+        result["same"] = sum(
+            answers[i] == expected[job] for i, job in enumerate(load) if i in answers
+        )
+        result["wrong"] = sum(
+            _wrong_adapter(answers[i], job, expected, models)
+            for i, job in enumerate(load)
+            if i in answers
+        )
+        results[count] = result
+        print(_line(f"engine via server, {count} clients", result))
+    first = results[clients[0]]
+    print(
+        f"at {clients[0]} clients: {first['rps'] / baseline['rps']:.1f}x the requests/s of the old "
+        f"path, p50 latency {first['p50'] / baseline['p50']:.2f}x"
+    )
+    bad = any(r["errors"] or r["wrong"] for r in results.values())
+    sys.exit(1 if bad else 0)
+
+
+def _load(ask, jobs, clients: int, indexed: bool = False) -> dict:
+    """Send the jobs from `clients` threads; time each and the whole."""
+    latencies, errors, tokens = [], [], 0
     lock = threading.Lock()
 
-    def ask(job):
-        model, prompt = job
-        t0 = time.monotonic()
+    def one(item):
+        nonlocal tokens
+        index, job = item
+        started = time.monotonic()
         try:
-            reply = client.chat.completions.create(
-                model=model,
-                messages=[{"role": "user", "content": prompt}],
-                max_tokens=args.max_tokens,
-            )
+            used = ask(job, index) if indexed else ask(job)
         except Exception as exc:  # counted and reported, the load goes on
             with lock:
                 errors.append(f"{type(exc).__name__}: {exc}")
             return
         with lock:
-            latencies.append(time.monotonic() - t0)
-            if reply.choices[0].message.content != expected[job]:
-                wrong.append(job)
+            latencies.append(time.monotonic() - started)
+            tokens += used
 
     started = time.monotonic()
-    with ThreadPoolExecutor(args.clients) as pool:
-        list(pool.map(ask, jobs))
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one, enumerate(jobs)))
     wall = time.monotonic() - started
     ok = len(latencies)
-    quantiles = (
-        statistics.quantiles(latencies, n=20)
-        if ok >= 2
-        else [latencies[0]] * 19
-        if ok
-        else [0] * 19
+    p95 = statistics.quantiles(latencies, n=20)[18] if ok >= 2 else (latencies or [0])[0]
+    return {
+        "n": len(jobs),
+        "ok": ok,
+        "wall": wall,
+        "rps": ok / wall,
+        "p50": statistics.median(latencies) if ok else 0.0,
+        "p95": p95,
+        "tokens_per_s": tokens / wall,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else "",
+    }
+
+
+def _line(label: str, r: dict) -> str:
+    text = (
+        f"{label}: n={r['n']} in {r['wall']:.1f} s, {r['rps']:.2f} req/s, p50 {r['p50']:.2f} s, "
+        f"p95 {r['p95']:.2f} s, {r['tokens_per_s']:.1f} tokens/s, errors {r['errors']}"
     )
-    print(
-        f"load: {args.requests} requests, {args.clients} clients over {', '.join(models)}, max_tokens {args.max_tokens}"
+    if "same" in r:
+        text += f", identical to the old path {r['same']}/{r['ok']}, wrong adapter {r['wrong']}"
+    return text + (f" ({r['first_error']})" if r["errors"] else "")
+
+
+def _wrong_adapter(answer: str, job, expected: dict, models: list[str]) -> bool:
+    """The answer is not its own model's, and another model's answer to the prompt is closer."""
+    if answer == expected[job]:
+        return False
+    own = _common_prefix(answer, expected[job])
+    return any(_common_prefix(answer, expected[(m, job[1])]) > own for m in models if m != job[0])
+
+
+def _common_prefix(a: str, b: str) -> int:
+    return next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
     )
-    print(
-        f"  wall {wall:.1f} s, {ok / wall:.2f} req/s ({ok / wall / baseline_rps:.2f}x the in-process baseline)"
-    )
-    print(
-        f"  latency p50 {statistics.median(latencies) if ok else 0:.2f} s, p95 {quantiles[18]:.2f} s"
-    )
-    print(f"  errors {len(errors)}{': ' + errors[0] if errors else ''}")
-    print(f"  answers from the wrong adapter: {len(wrong)} of {ok}")
-    sys.exit(1 if wrong or errors else 0)
 
 
 def _random_adapters(model_ref: str) -> list[str]:
-    """Two LoRA adapters with random weights: quick to make, and their answers differ."""
+    """Three LoRA adapters with random weights: quick to make, and their answers differ."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -135,7 +206,7 @@ def _random_adapters(model_ref: str) -> list[str]:
     from specialize.models.loading import resolve_model
 
     specs = []
-    for index, name in enumerate(("legal", "medical")):
+    for index, name in enumerate(("legal", "medical", "travel")):
         torch.manual_seed(index)
         base = AutoModelForCausalLM.from_pretrained(resolve_model(model_ref).path)
         model = get_peft_model(
@@ -161,9 +232,8 @@ def _start_server(host) -> str:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(host, Limits(max_in_flight=256)), port=port, log_level="warning")
-    )
+    app = create_app(host, Limits(max_in_flight=256, max_batch=32))
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)

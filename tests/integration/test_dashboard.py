@@ -112,3 +112,18 @@ def test_unknown_runs_are_404_and_paths_are_not_accepted(server):
             urllib.request.urlopen(server + path)
         assert error.value.code == 404
         error.value.close()
+
+
+def test_a_run_whose_folder_was_deleted_answers_404_with_the_reason(server):
+    import json
+    import shutil
+    import urllib.error
+    import urllib.request
+
+    with urllib.request.urlopen(server + "/api/runs") as response:
+        run = next(r for r in json.loads(response.read()) if r["name"] == "alpha-run")
+    shutil.rmtree(run["path"])
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(server + f"/runs/{run['id']}/report")
+    assert error.value.code == 404 and "was deleted" in error.value.read().decode()
+    error.value.close()

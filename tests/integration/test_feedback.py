@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from specialize.feedback import store
+from specialize.feedback import identity, store
 from specialize.feedback.export import export
 from specialize.feedback.pairs import make_pairs, read_prompts
 from specialize.feedback.store import Pair, pair_id
@@ -40,7 +40,7 @@ def page_server(home):
     from specialize.serve.feedback_api import FeedbackSession
 
     store.add_pairs("s1", _pairs())
-    server, thread, url = _start(create_app(feedback=FeedbackSession("s1", token="tok")))
+    server, thread, url = _start(create_app(feedback=FeedbackSession("s1")))
     yield url
     server.should_exit = True
     thread.join(10)
@@ -54,9 +54,9 @@ def test_a_person_labels_with_the_keyboard_undoes_and_exports(page_server, tmp_p
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         page = browser.new_page()
         assert page.goto(page_server + "/feedback").status == 401  # no token, no page
-        page.goto(page_server + "/feedback?token=tok")
-        page.fill("#annotator", "ada")
-        page.click("#start")
+        assert page.goto(page_server + "/feedback?token=forged.abc").status == 401
+        page.goto(page_server + "/feedback?token=" + identity.issue("s1", "ada"))
+        page.wait_for_function("document.getElementById('who').textContent === 'Labelling as ada'")
         progress = page.locator("#progress")
         progress.wait_for()
         page.wait_for_function(
@@ -167,3 +167,37 @@ def test_pairs_come_from_two_adapters_or_two_samples_in_recorded_random_order(
         "base#sample1",
         "base#sample2",
     }  # order drawn per pair
+
+
+def test_a_second_labeller_cannot_undo_the_first_ones_label(page_server):
+    import urllib.error
+    import urllib.request
+
+    def call(path, token, body=None):
+        request = urllib.request.Request(
+            page_server + path,
+            data=None if body is None else json.dumps(body).encode(),
+            method="GET" if body is None else "POST",
+            headers={"X-Feedback-Token": token, "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, json.loads(error.read())
+
+    ada, bob = identity.issue("s1", "ada"), identity.issue("s1", "bob")
+    pair = call("/api/feedback/next", ada)[1]["pair"]["id"]
+    assert call("/api/feedback/label", ada, {"pair_id": pair, "choice": "a"})[0] == 200
+    # the name is the token's, never the request's: a declared annotator is refused
+    status, _ = call(
+        "/api/feedback/label", bob, {"pair_id": pair, "choice": "b", "annotator": "ada"}
+    )
+    assert status == 422  # unknown field "annotator"
+    assert call("/api/feedback/undo", bob, {}) == (200, {"undone": None, "annotator": "bob"})
+    assert call("/api/feedback/me", ada)[1]["annotator"] == "ada"
+    assert [(x["annotator"], x["choice"]) for x in store.live_labels("s1")] == [("ada", "a")]
+    assert call("/api/feedback/undo", identity.issue("other-session", "ada"), {})[0] == 401
+    assert call("/api/feedback/undo", ada, {})[1]["undone"] == pair
+    assert store.live_labels("s1") == []

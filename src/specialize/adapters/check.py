@@ -1,6 +1,8 @@
 """Interference check: an adapter served among others must answer exactly as when served alone,
 on its own validation chats and on retention (core) items. Greedy decoding makes this a strict
-comparison of texts; scores are shown beside it."""
+comparison of texts; scores are shown beside it. The batching engine is checked the same way:
+every adapter's items go through it at once, rows of different adapters in the same forward
+passes, and each answer must equal the adapter's answer alone."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 from pathlib import Path
 
 from specialize.adapters import registry as adapters
+from specialize.adapters.engine import Engine, Job
 from specialize.adapters.host import ModelHost
 from specialize.evaluate.suites import core_items
 from specialize.evaluate.tasks import EvalItem, evaluate_items
@@ -44,6 +47,9 @@ def interference(
                 "among": among["score"],
             }
         report[name] = row
+    for name, (same, n) in _through_engine(together, alone, own, core).items():
+        report[name]["engine"] = {"n": n, "same": same}
+        identical &= same == n
     verdict = (
         "no interference: every answer is identical alone and among the others"
         if identical
@@ -60,6 +66,34 @@ def _answers(host: ModelHost, name: str, items: list[EvalItem]) -> dict:
             model, host.tokenizer, items, ["contains"], max_new_tokens=48, progress=None
         )
     return {"items": result.items, "score": result.summary["contains"]["mean"]}
+
+
+def _through_engine(host: ModelHost, alone: dict, own: dict, core: list[EvalItem]) -> dict:
+    """Every adapter's items through the engine at once; (same as alone, n) per adapter."""
+    from specialize.evaluate.runner import prompt_ids
+    from specialize.models.generation import GenerationSettings
+
+    engine = Engine(host, max_batch=64, max_in_flight=10_000)
+    settings = GenerationSettings(max_new_tokens=48)
+    try:
+        jobs = [
+            (
+                name,
+                before["output"],
+                engine.submit(Job(name, prompt_ids(host.tokenizer, item.prompt), settings)),
+            )
+            for name in alone
+            for kind, items in (("own", own[name]), ("core", core))
+            for item, before in zip(items, alone[name][kind]["items"], strict=True)
+        ]
+        counts = {name: [0, 0] for name in alone}
+        for name, before, job in jobs:
+            engine.wait(job)
+            counts[name][0] += job.text.strip() == before
+            counts[name][1] += 1
+    finally:
+        engine.stop()
+    return {name: tuple(count) for name, count in counts.items()}
 
 
 def _spread(items: list[EvalItem], count: int) -> list[EvalItem]:

@@ -1,9 +1,11 @@
 """One base model in memory with any number of registered adapters on it (PEFT multi-adapter),
 switched per request without reloading the base. The base alone stays reachable as "base".
 
-The active adapter is state of the one model object, so generation holds a lock from switching
-to the last token: requests for different adapters can never mix. Throughput comes from replicas
-(or vLLM multi-LoRA on GPUs), not from sharing one CPU model between threads.
+`chat`/`complete` here answer one request at a time: the active adapter is state of the one model
+object, so they hold a lock from switching to the last token and requests for different adapters
+can never mix. The server batches instead: `adapters/engine.py` takes the same lock for each
+decoding step and names every row's adapter in the forward, so loading or unloading an adapter
+waits between steps.
 """
 
 from __future__ import annotations

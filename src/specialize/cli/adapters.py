@@ -127,6 +127,7 @@ def check_cmd(
         "core items same",
         "own score alone/among",
         "core score alone/among",
+        "engine (mixed batch) same",
     ):
         grid.add_column(column)
     for name, row in report["adapters"].items():
@@ -136,6 +137,7 @@ def check_cmd(
             f"{row['core']['same']}/{row['core']['n']}",
             f"{row['own']['alone']:.3f} / {row['own']['among']:.3f}",
             f"{row['core']['alone']:.3f} / {row['core']['among']:.3f}",
+            f"{row['engine']['same']}/{row['engine']['n']}",
         )
     console.print(grid)
     console.print(report["verdict"])
@@ -155,9 +157,18 @@ def register_serve(root: typer.Typer) -> None:
         api_key: str | None = typer.Option(
             None, help="Require 'Authorization: Bearer KEY' (or SPECIALIZE_API_KEY)."
         ),
+        admin_key: str | None = typer.Option(
+            None,
+            help="Separate key for loading/unloading adapters (or SPECIALIZE_ADMIN_KEY); "
+            "without it /admin is closed once --api-key is set.",
+        ),
+        insecure: bool = typer.Option(
+            False, help="Allow binding beyond this machine without an API key."
+        ),
         max_tokens: int = typer.Option(512, help="Most tokens one request may ask for."),
         max_body_bytes: int = typer.Option(1_000_000, help="Largest request body."),
-        max_in_flight: int = typer.Option(8, help="Requests running or queued; more get 429."),
+        max_in_flight: int = typer.Option(64, help="Requests running or queued; more get 429."),
+        max_batch: int = typer.Option(32, help="Rows decoded together in one forward pass."),
     ) -> None:
         """OpenAI-compatible server: the base and every adapter on one loaded base model."""
         from specialize.adapters.host import ModelHost
@@ -170,14 +181,31 @@ def register_serve(root: typer.Typer) -> None:
             if sep:
                 adapters.register(name, path, base_model=model, replace=True)
             names.append(name)
+        from specialize.serve.guard import LOOPBACK_BINDS
+
         key = api_key or os.environ.get("SPECIALIZE_API_KEY")
-        if host not in ("127.0.0.1", "localhost", "::1") and not key:
-            console.print("warning: serving beyond this machine without an API key (--api-key)")
+        admin = admin_key or os.environ.get("SPECIALIZE_ADMIN_KEY")
+        if host not in LOOPBACK_BINDS and not key and not insecure:
+            raise ConfigError(
+                [
+                    f"--host {host}: serving beyond this machine needs --api-key "
+                    "(or --insecure to serve without one)"
+                ]
+            )
+        if key and admin and key == admin:
+            raise ConfigError(["--admin-key must differ from --api-key"])
         model_host = ModelHost(model, names)
         console.print(f"serving {', '.join(model_host.names())} on http://{host}:{port}/v1")
         serve(
             host,
             port,
             model_host=model_host,
-            limits=Limits(max_tokens, max_body_bytes, max_in_flight, key),
+            limits=Limits(
+                max_tokens,
+                max_body_bytes,
+                max_in_flight,
+                key,
+                admin,
+                max_batch=max_batch,
+            ),
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+import getpass
 from pathlib import Path
 
 import typer
@@ -15,7 +15,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console(highlight=False, soft_wrap=True)
-LOCAL = ("127.0.0.1", "localhost", "::1")
 
 
 @app.command("serve")
@@ -32,15 +31,16 @@ def serve_cmd(
     ),
     host: str = typer.Option("127.0.0.1", help="Address to bind."),
     port: int = typer.Option(8766, help="Port."),
-    token: str | None = typer.Option(
-        None, help="Access token; one is made when binding beyond this machine."
+    labeller: list[str] = typer.Option(
+        [],
+        help="A person who labels (repeatable); each gets their own link. Default: your user name.",
     ),
 ) -> None:
     """Generate the answer pairs once, then serve the page where people choose."""
     from specialize.adapters.host import ModelHost
     from specialize.demo.steps import fingerprint
     from specialize.errors import ConfigError
-    from specialize.feedback import store
+    from specialize.feedback import identity, store
     from specialize.feedback.pairs import make_pairs, read_prompts
     from specialize.serve.app import serve
     from specialize.serve.feedback_api import FeedbackSession
@@ -54,13 +54,11 @@ def serve_cmd(
         pairs = make_pairs(model_host, read_prompts(prompts), sources)
         store.add_pairs(session, pairs)
         console.print(f"session {session}: {len(pairs)} pairs generated")
-    if host not in LOCAL and not token:
-        token = secrets.token_urlsafe(16)
-    suffix = f"?token={token}" if token else ""
-    console.print(
-        f"label at http://{host}:{port}/feedback{suffix}  (session {session}; Ctrl-C to stop)"
-    )
-    serve(host, port, feedback=FeedbackSession(session, token))
+    for name in labeller or [getpass.getuser()]:
+        link = f"http://{host}:{port}/feedback?token={identity.issue(session, name)}"
+        console.print(f"{name} labels at {link}")
+    console.print(f"session {session}; each link is that person's alone; Ctrl-C to stop")
+    serve(host, port, feedback=FeedbackSession(session))
 
 
 @app.command("export")
@@ -80,9 +78,13 @@ def export_cmd(
     )
     agreement = summary["agreement"]
     if agreement.get("comparisons"):
+        alpha = agreement["krippendorff_alpha"]
+        kappa = agreement.get("cohen_kappa")
         console.print(
-            f"agreement on {agreement['pairs_with_two_or_more']} shared pairs: {agreement['percent_agreement']}% "
-            f"(Cohen's kappa {agreement['cohen_kappa']})"
+            f"agreement on {agreement['pairs_with_two_or_more']} shared pairs: {agreement['percent_agreement']}%; "
+            f"Krippendorff's alpha {alpha['value']} (95% CI {alpha['ci95'][0]} to {alpha['ci95'][1]}, "
+            f"n={alpha['n_labels']} labels by {len(summary['annotators'])} people)"
+            + (f"; Cohen's kappa {kappa}" if kappa is not None else "")
         )
     else:
         console.print(agreement["note"])

@@ -13,13 +13,16 @@ from specialize.errors import SpecializeError
 STATIC = Path(__file__).with_name("static")
 
 
-def create_app(host=None, limits=None, feedback=None) -> FastAPI:
+def create_app(host=None, limits=None, feedback=None, *, local_only: bool = True) -> FastAPI:
     """Return the app; state lives in $SPECIALIZE_HOME (registry and run directories).
 
-    With a ModelHost, the OpenAI-compatible endpoints (and their limits) are mounted too; with a
-    FeedbackSession, the comparison page and its endpoints."""
+    With a ModelHost: the OpenAI-compatible endpoints (and their limits) only; with a
+    FeedbackSession: the comparison page and its endpoints only; with neither: the dashboard.
+    Every app sits behind the Guard (Host header when `local_only`, keys, streamed body limit)."""
+    from specialize.serve.guard import Access, Guard
+
     app = FastAPI(title="specialize", docs_url=None, redoc_url=None)
-    _dashboard_routes(app)
+    access = Access(local_only=local_only)
     if feedback is not None:
         from specialize.serve.feedback_api import add_feedback_routes
 
@@ -27,7 +30,12 @@ def create_app(host=None, limits=None, feedback=None) -> FastAPI:
     if host is not None:
         from specialize.serve.openai_api import Limits, add_openai_routes
 
-        add_openai_routes(app, host, limits or Limits())
+        limits = limits or Limits()
+        add_openai_routes(app, host, limits)
+        access = Access(limits.api_key, limits.admin_key, limits.max_body_bytes, local_only)
+    if host is None and feedback is None:
+        _dashboard_routes(app)
+    app.add_middleware(Guard, access=access)
     return app
 
 
@@ -66,12 +74,24 @@ def _dashboard_routes(app: FastAPI) -> None:
         if not matches:
             raise HTTPException(404, f"no run with id {run_id!r}")
         try:
-            return track_runs.find_run(matches[0]["id"])
+            run = track_runs.find_run(matches[0]["id"])
         except SpecializeError as exc:
             raise HTTPException(404, exc.one_line()) from exc
+        if not Path(run["path"]).is_dir():
+            raise HTTPException(
+                404,
+                f"run {run_id!r} is registered but its folder {run['path']} was deleted; "
+                f"remove the entry with `specialize runs rm {run_id}`",
+            )
+        return run
 
 
 def serve(bind: str, port: int, *, model_host=None, limits=None, feedback=None) -> None:
+    """Serve until Ctrl-C or SIGTERM; then running answers get a few seconds to finish before
+    they are cancelled."""
     import uvicorn
 
-    uvicorn.run(create_app(model_host, limits, feedback), host=bind, port=port, log_level="warning")
+    from specialize.serve.guard import LOOPBACK_BINDS
+
+    app = create_app(model_host, limits, feedback, local_only=bind in LOOPBACK_BINDS)
+    uvicorn.run(app, host=bind, port=port, log_level="warning", timeout_graceful_shutdown=3)

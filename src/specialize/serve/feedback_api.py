@@ -1,17 +1,17 @@
-"""The comparison page's endpoints: the next pair for a person, a label, undo. With a token
-configured (the server is reachable beyond this machine), every feedback request must carry it."""
+"""The comparison page's endpoints: who I am, the next pair, a label, undo. Every request carries
+the labeller's own signed token (`?token=` or the X-Feedback-Token header); the labeller is the
+one the token names, never a name sent in the request, so nobody can label or undo as another."""
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from specialize.feedback import store
+from specialize.feedback import identity, store
 
 STATIC = Path(__file__).with_name("static")
 
@@ -19,13 +19,11 @@ STATIC = Path(__file__).with_name("static")
 @dataclass
 class FeedbackSession:
     session: str
-    token: str | None = None
 
 
 class LabelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    pair_id: str
-    annotator: str = Field(..., min_length=1, max_length=64)
+    pair_id: str = Field(..., max_length=64)
     choice: str
     comment: str | None = Field(None, max_length=4000)
     corrected: str | None = Field(None, max_length=20000)
@@ -33,29 +31,26 @@ class LabelRequest(BaseModel):
 
 class UndoRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    annotator: str = Field(..., min_length=1, max_length=64)
 
 
 def add_feedback_routes(app: FastAPI, feedback: FeedbackSession) -> None:
-    @app.middleware("http")
-    async def token_guard(request: Request, call_next):
-        path = request.url.path
-        if feedback.token and (path.startswith("/feedback") or path.startswith("/api/feedback")):
-            given = (
-                request.headers.get("x-feedback-token") or request.query_params.get("token") or ""
-            )
-            if not secrets.compare_digest(given, feedback.token):
-                return JSONResponse(
-                    {"detail": "missing or wrong access token (?token=...)"}, status_code=401
-                )
-        return await call_next(request)
+    def labeller(request: Request) -> str:
+        token = request.headers.get("x-feedback-token") or request.query_params.get("token") or ""
+        name = identity.verify(feedback.session, token)
+        if name is None:
+            raise HTTPException(401, "missing or wrong labeller token (open your own link)")
+        return name
 
     @app.get("/feedback", response_class=HTMLResponse)
-    def page() -> str:
+    def page(_: str = Depends(labeller)) -> str:
         return (STATIC / "feedback.html").read_text(encoding="utf-8")
 
+    @app.get("/api/feedback/me")
+    def me(annotator: str = Depends(labeller)) -> dict:
+        return {"annotator": annotator, "session": feedback.session}
+
     @app.get("/api/feedback/next")
-    def next_pair(annotator: str) -> dict:
+    def next_pair(annotator: str = Depends(labeller)) -> dict:
         pair, done, total = store.next_pair(feedback.session, annotator)
         shown = (
             None
@@ -65,9 +60,9 @@ def add_feedback_routes(app: FastAPI, feedback: FeedbackSession) -> None:
         return {"pair": shown, "done": done, "total": total}
 
     @app.post("/api/feedback/label")
-    def label(body: LabelRequest) -> dict:
+    def label(body: LabelRequest, annotator: str = Depends(labeller)) -> dict:
         try:
-            store.label(body.pair_id, body.annotator, body.choice, body.comment, body.corrected)
+            store.label(body.pair_id, annotator, body.choice, body.comment, body.corrected)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from exc
         except KeyError as exc:
@@ -76,9 +71,9 @@ def add_feedback_routes(app: FastAPI, feedback: FeedbackSession) -> None:
             raise HTTPException(
                 409, "you already labelled this pair (undo it first to change it)"
             ) from exc
-        _, done, total = store.next_pair(feedback.session, body.annotator)
+        _, done, total = store.next_pair(feedback.session, annotator)
         return {"done": done, "total": total}
 
     @app.post("/api/feedback/undo")
-    def undo(body: UndoRequest) -> dict:
-        return {"undone": store.undo_last(body.annotator, feedback.session)}
+    def undo(_: UndoRequest, annotator: str = Depends(labeller)) -> dict:
+        return {"undone": store.undo_last(annotator, feedback.session), "annotator": annotator}

@@ -1,24 +1,31 @@
-"""OpenAI-compatible endpoints over a ModelHost: /v1/models, /v1/chat/completions (streaming and
-not), /v1/completions, /health, and an admin endpoint that loads or unloads adapters by registry
-name. The request's `model` is "base" or an adapter name; never a path."""
+"""OpenAI-compatible endpoints over a ModelHost and its batching Engine: /v1/models,
+/v1/chat/completions and /v1/completions (streaming and not), /health, and admin endpoints that
+load or unload adapters by registry name. The request's `model` is "base" or an adapter name;
+never a path.
+
+Every request becomes engine input in one place (`_job`): new request kinds (image parts, audio)
+add their conversion there. Every answer is read from the engine's events by `_collect` or
+`_EventStream`, which cancel the row when the client goes away or stops reading."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from specialize.adapters.engine import Engine, Event, Job, QueueFull
 from specialize.adapters.host import ModelHost
 from specialize.errors import SpecializeError
-from specialize.models.generation import GenerationSettings
+from specialize.models.generation import GenerationSettings, render_prompt_ids
 
 log = logging.getLogger("specialize.serve")
 
@@ -27,8 +34,11 @@ log = logging.getLogger("specialize.serve")
 class Limits:
     max_tokens: int = 512  # most tokens one request may ask for
     max_body_bytes: int = 1_000_000
-    max_in_flight: int = 8  # requests running or waiting for the model; more get 429
-    api_key: str | None = None  # Bearer token required on every /v1 and /admin request when set
+    max_in_flight: int = 64  # requests running or queued in the engine; more get 429
+    api_key: str | None = None  # Bearer token required on every route but /health when set
+    admin_key: str | None = None  # Bearer token for /admin (loading, unloading, status)
+    max_batch: int = 32  # rows decoded together in one forward
+    write_timeout_s: float = 10.0  # a client that stops reading loses its stream after this
 
 
 class ApiError(Exception):
@@ -38,9 +48,11 @@ class ApiError(Exception):
         message: str,
         kind: str = "invalid_request_error",
         code: str | None = None,
+        headers: dict | None = None,
     ):
         super().__init__(message)
         self.status, self.message, self.kind, self.code = status, message, kind, code
+        self.headers = headers
 
 
 class ChatMessage(BaseModel):
@@ -51,12 +63,20 @@ class ChatMessage(BaseModel):
 
 class _Sampling(BaseModel):
     model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use (n=1, ...)
-    model: str
-    max_tokens: int | None = Field(None, ge=1)
+    model: str = Field(..., max_length=200)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    stop: str | list[str] | None = None
     stream: bool = False
+    stream_options: dict | None = None  # {"include_usage": true}: a last chunk with the usage
+
+    def stops(self) -> tuple[str, ...]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stops) > 4 or any(not s or len(s) > 200 for s in stops):
+            raise ApiError(400, "stop: up to 4 non-empty strings of at most 200 characters")
+        return tuple(stops)
 
 
 class ChatRequest(_Sampling):
@@ -72,55 +92,25 @@ class AdapterRequest(BaseModel):
     name: str
 
 
-def add_openai_routes(app: FastAPI, host: ModelHost, limits: Limits) -> None:
-    gate = _Gate(limits.max_in_flight)
-    app.state.host = host
+def add_openai_routes(app: FastAPI, host: ModelHost, limits: Limits) -> Engine:
+    engine = Engine(host, max_batch=limits.max_batch, max_in_flight=limits.max_in_flight)
+    app.state.host, app.state.engine = host, engine
+    app.router.on_shutdown.append(engine.stop)
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError):
-        return JSONResponse(
-            {"error": {"message": exc.message, "type": exc.kind, "code": exc.code}},
-            status_code=exc.status,
-        )
+        return _error(exc.status, exc.message, exc.kind, exc.code, exc.headers)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        started = time.monotonic()
-        path = request.url.path
-        protected = path.startswith("/v1") or path.startswith("/admin")
-        if (
-            protected
-            and limits.api_key
-            and request.headers.get("authorization") != f"Bearer {limits.api_key}"
-        ):
-            response = _error(
-                401, "missing or wrong API key (Authorization: Bearer KEY)", "authentication_error"
-            )
-        elif int(request.headers.get("content-length") or 0) > limits.max_body_bytes:
-            response = _error(413, f"request body over {limits.max_body_bytes} bytes")
-        else:
-            response = await call_next(request)
-        log.info(
-            json.dumps(
-                {
-                    "method": request.method,
-                    "path": path,
-                    "status": response.status_code,
-                    "model": getattr(request.state, "model", None),
-                    "ms": round(1000 * (time.monotonic() - started), 1),
-                }
-            )
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()
         )
-        return response
+        return _error(400, problems[:2000])
 
     @app.get("/health")
     def health() -> dict:
-        return {
-            "status": "ok",
-            "base": host.model_ref,
-            "models": host.names(),
-            "in_flight": gate.count,
-        }
+        return {"status": "ok"}  # liveness only: models and load are behind the keys
 
     @app.get("/v1/models")
     def models() -> dict:
@@ -140,42 +130,33 @@ def add_openai_routes(app: FastAPI, host: ModelHost, limits: Limits) -> None:
         }
 
     @app.post("/v1/chat/completions")
-    def chat(body: ChatRequest, request: Request):
-        name = _model(body.model, host, request)
-        settings = _settings(body, limits)
+    async def chat(body: ChatRequest, request: Request):
         messages = [m.model_dump() for m in body.messages]
-        if body.stream:
-            gate.acquire()  # before the headers go out, so a full server can still answer 429
-            return StreamingResponse(
-                _chat_stream(host, gate, name, messages, settings), media_type="text/event-stream"
-            )
-        with gate.slot():
-            reply = _run(lambda: host.chat(name, messages, settings))
-        return _chat_response(name, reply)
+        if body.model in host.names():  # an unknown model gets its 404 from _job
+            host.check_format(body.model, messages)
+        return await _answer(
+            request, body, "chat", lambda: render_prompt_ids(host.tokenizer, messages)
+        )
 
     @app.post("/v1/completions")
-    def completions(body: CompletionRequest, request: Request):
-        name = _model(body.model, host, request)
+    async def completions(body: CompletionRequest, request: Request):
+        if body.model in host.names():
+            host.check_format(body.model, body.prompt)
+        return await _answer(
+            request, body, "text", lambda: host.tokenizer(body.prompt)["input_ids"]
+        )
+
+    async def _answer(request: Request, body: _Sampling, kind: str, prompt_ids):
+        job, events = _job(request, body, host, engine, limits, prompt_ids)
         if body.stream:
-            raise ApiError(400, "streaming completions are not supported; use /v1/chat/completions")
-        settings = _settings(body, limits)
-        with gate.slot():
-            reply = _run(lambda: host.complete(name, body.prompt, settings))
-        return {
-            "id": f"cmpl-{uuid.uuid4().hex[:24]}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": name,
-            "choices": [
-                {
-                    "index": 0,
-                    "text": reply.text,
-                    "finish_reason": reply.finish_reason,
-                    "logprobs": None,
-                }
-            ],
-            "usage": _usage(reply),
-        }
+            usage = bool((body.stream_options or {}).get("include_usage"))
+            return _EventStream(job, events, kind, limits.write_timeout_s, usage)
+        await _collect(job, events, request)
+        return (_chat_response if kind == "chat" else _text_response)(job)
+
+    @app.get("/admin/status")
+    def status() -> dict:
+        return {"base": host.model_ref, "models": host.names(), "in_flight": engine.in_flight}
 
     @app.post("/admin/adapters")
     def load_adapter(body: AdapterRequest) -> dict:
@@ -187,10 +168,188 @@ def add_openai_routes(app: FastAPI, host: ModelHost, limits: Limits) -> None:
         _run(lambda: host.unload(_registry_name(name)))
         return {"unloaded": name, "models": host.names()}
 
+    return engine
 
-def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+
+def _job(request, body: _Sampling, host: ModelHost, engine: Engine, limits: Limits, prompt_ids):
+    """The one place a request becomes engine input: model, prompt tokens, settings, stops.
+    Everything is checked here, before any generation starts."""
+    name = _model(body.model, host, request)
+    ids = _run(prompt_ids)
+    room = engine.context - len(ids)
+    if body.max_tokens is None:
+        wanted = max(1, min(256, limits.max_tokens, room))
+    elif body.max_tokens > limits.max_tokens:
+        raise ApiError(
+            400, f"max_tokens {body.max_tokens} is over this server's limit of {limits.max_tokens}"
+        )
+    else:
+        wanted = body.max_tokens
+    if len(ids) + wanted > engine.context:
+        raise ApiError(
+            400,
+            f"the prompt has {len(ids)} tokens and max_tokens is {wanted}: {len(ids) + wanted} "
+            f"in all, over the model's context of {engine.context} tokens",
+            code="context_length_exceeded",
+        )
+    settings = GenerationSettings(
+        max_new_tokens=wanted, temperature=body.temperature, top_p=body.top_p, seed=body.seed
+    )
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[Event] = asyncio.Queue()
+
+    def notify(event: Event) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody listens
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+    job = Job(name, ids, settings, body.stops(), notify)
+    try:
+        engine.submit(job)
+    except QueueFull as exc:
+        raise ApiError(
+            429,
+            exc.one_line(),
+            "rate_limit_error",
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from exc
+    except SpecializeError as exc:
+        raise ApiError(400, exc.one_line()) from exc
+    return job, events
+
+
+async def _next(events: asyncio.Queue, job: Job) -> Event:
+    event = await events.get()
+    if event.kind == "error":
+        error = event.error
+        if isinstance(error, SpecializeError):
+            raise ApiError(503, error.one_line(), "server_error")
+        raise ApiError(500, f"generation failed: {type(error).__name__}", "server_error")
+    return event
+
+
+async def _collect(job: Job, events: asyncio.Queue, request: Request) -> None:
+    """Wait for the whole reply; cancel the row when the client goes away first."""
+    gone = asyncio.ensure_future(_disconnected(request.receive))
+    try:
+        while True:
+            getter = asyncio.ensure_future(_next(events, job))
+            await asyncio.wait({getter, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                job.cancel()
+                raise ApiError(499, "client closed the request")
+            if getter.result().kind == "done":
+                return
+    finally:
+        gone.cancel()
+        job.cancel()  # a no-op for a finished row
+
+
+async def _disconnected(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class _EventStream(Response):
+    """Server-sent events in OpenAI's chunk format, ending with [DONE]. Each write has a timeout,
+    so a client that stops reading loses only its own stream; leaving cancels the row."""
+
+    def __init__(
+        self, job: Job, events: asyncio.Queue, kind: str, write_timeout_s: float, usage: bool
+    ):
+        super().__init__(media_type="text/event-stream")
+        self.job, self.events, self.kind, self.timeout = job, events, kind, write_timeout_s
+        self.usage = usage
+        self.ident = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+
+    def chunk(self, text: str | None, finish: str | None = None, first: bool = False) -> bytes:
+        if self.kind == "chat":
+            delta = {"role": "assistant", "content": ""} if first else {}
+            if text:
+                delta["content"] = text
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            kind = "chat.completion.chunk"
+        else:
+            choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+            kind = "text_completion"
+        body = {
+            "id": self.ident,
+            "object": kind,
+            "created": self.created,
+            "model": self.job.adapter,
+            "choices": [choice],
+        }
+        return f"data: {json.dumps(body)}\n\n".encode()
+
+    def usage_chunk(self) -> bytes:
+        kind = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+        body = {"id": self.ident, "object": kind, "created": self.created}
+        body |= {"model": self.job.adapter, "choices": [], "usage": _usage(self.job)}
+        return f"data: {json.dumps(body)}\n\n".encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        gone = asyncio.ensure_future(_disconnected(receive))
+        gone.add_done_callback(lambda _: self.job.cancel())
+
+        async def write(data: bytes, more: bool = True) -> None:
+            message = {"type": "http.response.body", "body": data, "more_body": more}
+            await asyncio.wait_for(send(message), self.timeout)
+
+        try:
+            start = {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream"),
+                    (b"cache-control", b"no-cache"),
+                ],
+            }
+            await asyncio.wait_for(send(start), self.timeout)
+            if self.kind == "chat":
+                await write(self.chunk(None, first=True))
+            while not gone.done():
+                getter = asyncio.ensure_future(self.events.get())
+                await asyncio.wait({getter, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    break
+                event = getter.result()
+                if event.kind == "text":
+                    await write(self.chunk(event.text))
+                elif event.kind == "done":
+                    await write(self.chunk(None, event.text))
+                    if self.usage:
+                        await write(self.usage_chunk())
+                    await write(b"data: [DONE]\n\n", more=False)
+                    break
+                else:
+                    error = {
+                        "error": {
+                            "message": f"generation failed: {event.error}",
+                            "type": "server_error",
+                        }
+                    }
+                    await write(f"data: {json.dumps(error)}\n\n".encode(), more=False)
+                    break
+        except (TimeoutError, OSError):
+            log.info("stream %s dropped: the client stopped reading or left", self.ident)
+        finally:
+            self.job.cancel()
+            gone.cancel()
+
+
+def _error(
+    status: int,
+    message: str,
+    kind: str = "invalid_request_error",
+    code: str | None = None,
+    headers: dict | None = None,
+) -> JSONResponse:
     return JSONResponse(
-        {"error": {"message": message, "type": kind, "code": None}}, status_code=status
+        {"error": {"message": message, "type": kind, "code": code}},
+        status_code=status,
+        headers=headers,
     )
 
 
@@ -223,17 +382,6 @@ def _model(name: str, host: ModelHost, request: Request) -> str:
     return name
 
 
-def _settings(body: _Sampling, limits: Limits) -> GenerationSettings:
-    wanted = body.max_tokens or min(256, limits.max_tokens)
-    if wanted > limits.max_tokens:
-        raise ApiError(
-            400, f"max_tokens {wanted} is over this server's limit of {limits.max_tokens}"
-        )
-    return GenerationSettings(
-        max_new_tokens=wanted, temperature=body.temperature, top_p=body.top_p, seed=body.seed
-    )
-
-
 def _run(action):
     try:
         return action()
@@ -242,86 +390,42 @@ def _run(action):
         raise ApiError(status, exc.one_line()) from exc
 
 
-def _usage(reply) -> dict:
+def _usage(job: Job) -> dict:
     return {
-        "prompt_tokens": reply.prompt_tokens,
-        "completion_tokens": reply.completion_tokens,
-        "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+        "prompt_tokens": len(job.prompt_ids),
+        "completion_tokens": len(job.generated),
+        "total_tokens": len(job.prompt_ids) + len(job.generated),
     }
 
 
-def _chat_response(name: str, reply) -> dict:
+def _chat_response(job: Job) -> dict:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": name,
+        "model": job.adapter,
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": reply.text},
-                "finish_reason": reply.finish_reason,
+                "message": {"role": "assistant", "content": job.text},
+                "finish_reason": job.finish_reason,
             }
         ],
-        "usage": _usage(reply),
+        "usage": _usage(job),
     }
 
 
-def _chat_stream(
-    host: ModelHost, gate: _Gate, name: str, messages: list[dict], settings: GenerationSettings
-):
-    """Server-sent events in OpenAI's chunk format, ending with [DONE]."""
-    ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-
-    def chunk(delta: dict, finish: str | None = None) -> str:
-        body = {
-            "id": ident,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": name,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-        return f"data: {json.dumps(body)}\n\n"
-
-    try:
-        yield chunk({"role": "assistant", "content": ""})
-        for piece in host.stream_chat(name, messages, settings):
-            if piece:
-                yield chunk({"content": piece})
-        yield chunk({}, "stop")
-        yield "data: [DONE]\n\n"
-    finally:
-        gate.release()  # also when the client goes away mid-stream
-
-
-class _Gate:
-    """Counts requests running or waiting for the model; past the limit a request gets 429."""
-
-    def __init__(self, limit: int):
-        self.limit, self.count = limit, 0
-        self._lock = threading.Lock()
-
-    def acquire(self) -> None:
-        with self._lock:
-            if self.count >= self.limit:
-                raise ApiError(
-                    429,
-                    f"server busy: {self.count} requests in flight (limit {self.limit}); retry shortly",
-                    "rate_limit_error",
-                )
-            self.count += 1
-
-    def release(self) -> None:
-        with self._lock:
-            self.count -= 1
-
-    @contextlib.contextmanager
-    def slot(self):
-        self.acquire()
-        try:
-            yield
-        finally:
-            self.release()
+def _text_response(job: Job) -> dict:
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex[:24]}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": job.adapter,
+        "choices": [
+            {"index": 0, "text": job.text, "finish_reason": job.finish_reason, "logprobs": None}
+        ],
+        "usage": _usage(job),
+    }
 
 
 def _prompt_format(host, name: str) -> dict:

@@ -124,12 +124,21 @@ def connect(path: Path | None = None) -> Iterator[sqlite3.Connection]:
 
 
 def migrate(db: sqlite3.Connection) -> None:
-    """Run the migrations this registry has not seen yet, each in its own transaction."""
-    done = db.execute("PRAGMA user_version").fetchone()[0]
-    for number, migration in enumerate(MIGRATIONS[done:], start=done + 1):
-        with db:
+    """Run the migrations this registry has not seen yet, all in one transaction: a failure or a
+    kill leaves the registry as it was (SQLite's DDL and `user_version` are transactional), and
+    of two processes opening an old registry at once, one migrates and the other waits."""
+    if db.execute("PRAGMA user_version").fetchone()[0] >= len(MIGRATIONS):
+        return
+    db.execute("BEGIN IMMEDIATE")  # the write lock first, then a fresh look at the version
+    try:
+        done = db.execute("PRAGMA user_version").fetchone()[0]
+        for migration in MIGRATIONS[done:]:
             migration(db)
-            db.execute(f"PRAGMA user_version = {number}")
+        db.execute(f"PRAGMA user_version = {max(done, len(MIGRATIONS))}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def record_run(row: dict[str, Any]) -> None:

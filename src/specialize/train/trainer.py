@@ -9,6 +9,7 @@ from datasets import Dataset
 from transformers import EarlyStoppingCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from specialize.artifacts import atomic_dir
 from specialize.track.rundir import RunDir
 from specialize.train.callbacks import CheckpointGuard, MetricsLog, ProgressBar
 from specialize.train.config import RecipeConfig
@@ -245,8 +246,10 @@ def fit(
             trainer._load_from_checkpoint(chosen["path"])
     out = run.model if full else run.adapter
     if state.is_world_process_zero:
-        trainer.save_model(str(out))
-        tokenizer.save_pretrained(str(out))  # the chat template travels with the result
+        # written beside, then renamed: a killed run never leaves a half-written adapter to load
+        with atomic_dir(out) as staging:
+            trainer.save_model(str(staging))
+            tokenizer.save_pretrained(str(staging))  # the chat template travels with the result
     _drop_unmarked_checkpoints(run)
     losses = [h["loss"] for h in state.log_history if "loss" in h]
     return Outcome(

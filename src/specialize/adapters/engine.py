@@ -1,0 +1,434 @@
+"""A generation engine that answers many requests for different adapters (and the base) in the
+same forward passes: continuous batching over one loaded base model.
+
+A scheduler thread owns the model. Between decoding steps it admits queued requests (their
+prompts are prefilled together, left-padded, and their KV cache is joined to the running one),
+drops rows that finished or whose client went away, and trims cache columns no row needs. Each
+row names its adapter; PEFT's mixed-adapter batches (`adapter_names=[...]`, "__base__" for the
+base) apply every row's own LoRA weights in one forward. Each row has its own sampling settings
+(temperature, top_p, and a seeded `torch.Generator`) and stop conditions (max tokens, EOS, stop
+strings), and streams its own text as soon as it is safe to show (never half a stop string or
+half a UTF-8 character).
+
+Greedy answers are the same as the request served alone; `tests/unit/adapters/test_engine.py`
+compares them, row by row, on mixed batches of prompts of different lengths.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from specialize.errors import ModelError, SpecializeError
+from specialize.models.generation import GenerationSettings
+
+log = logging.getLogger("specialize.engine")
+BASE = "base"
+PEFT_BASE = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
+
+
+class QueueFull(SpecializeError):
+    """Every slot of the engine is taken; the caller should retry after `retry_after` seconds."""
+
+    def __init__(self, waiting: int, limit: int, retry_after: int):
+        super().__init__(
+            f"server busy: {waiting} requests in flight (limit {limit})",
+            fix=f"retry after {retry_after} s",
+        )
+        self.retry_after = retry_after
+
+
+@dataclass
+class Event:
+    kind: str  # "text" (a piece of the reply), "done" (finish_reason in text) or "error"
+    text: str = ""
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)  # two identical requests are still two jobs
+class Job:
+    """One request: its adapter, prompt, settings, and where its events go."""
+
+    adapter: str
+    prompt_ids: list[int]
+    settings: GenerationSettings
+    stop: tuple[str, ...] = ()
+    notify: Callable[[Event], None] | None = None  # called from the scheduler thread
+    # filled in by the engine
+    generated: list[int] = field(default_factory=list)
+    text: str = ""
+    shown: int = 0  # characters of `text` already sent
+    finish_reason: str | None = None
+    cancelled: bool = False
+    generator: object = None
+    error: BaseException | None = None
+    left: threading.Event = field(default_factory=threading.Event)  # set when it leaves the engine
+
+    def cancel(self) -> None:
+        """Stop generating for this request (its client went away); safe from any thread."""
+        self.cancelled = True
+
+
+class Engine:
+    """Owns a ModelHost's model from a scheduler thread and batches every request through it."""
+
+    def __init__(self, host, *, max_batch: int = 32, max_in_flight: int = 64):
+        self.host = host
+        self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
+        self.context = _context_length(host.model)
+        self._eos = _eos_ids(host.model, host.tokenizer)
+        self._pad = host.tokenizer.pad_token_id
+        if self._pad is None:
+            self._pad = next(iter(self._eos), 0)
+        self._pending: collections.deque[Job] = collections.deque()
+        self._active: list[Job] = []
+        self._live = 0  # jobs submitted and not yet finished, failed or dropped
+        self._batch = None  # (cache, attention mask, last token per row) of the active rows
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._step_seconds = 0.05  # moving average, for Retry-After
+        self._thread = threading.Thread(target=self._loop, name="specialize-engine", daemon=True)
+        self._thread.start()
+
+    # --- the public side (any thread) ------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        with self._wake:
+            return self._live
+
+    def submit(self, job: Job) -> Job:
+        """Queue a job, or raise QueueFull (with a Retry-After estimate) when every slot is taken."""
+        if job.adapter != BASE and job.adapter not in self.host.adapters:
+            raise ModelError(f"model {job.adapter!r} is not served")
+        total = len(job.prompt_ids) + job.settings.max_new_tokens
+        if total > self.context:
+            raise ModelError(
+                f"the prompt has {len(job.prompt_ids)} tokens and max_tokens is "
+                f"{job.settings.max_new_tokens}: {total} in all, over the model's context of "
+                f"{self.context} tokens",
+                fix="shorten the prompt or lower max_tokens",
+            )
+        with self._wake:
+            if self._stopping:
+                raise ModelError("the server is shutting down")
+            if self._live >= self.max_in_flight:
+                raise QueueFull(self._live, self.max_in_flight, self._retry_after())
+            self._pending.append(job)
+            self._live += 1
+            self._wake.notify()
+        return job
+
+    def stream(self, job: Job) -> Iterator[str]:
+        """Submit a job and yield its text pieces here (a blocking, single-caller convenience)."""
+        import queue
+
+        events: queue.Queue[Event] = queue.Queue()
+        job.notify = events.put
+        self.submit(job)
+        try:
+            while True:
+                event = events.get()
+                if event.kind == "text":
+                    yield event.text
+                elif event.kind == "error":
+                    raise event.error
+                else:
+                    return
+        finally:
+            job.cancel()
+
+    def run(self, job: Job) -> Job:
+        """Submit a job and wait for its whole reply (job.text, job.finish_reason)."""
+        for _ in self.stream(job):
+            pass
+        return job
+
+    def wait(self, job: Job, timeout: float | None = None) -> Job:
+        """Wait for a submitted job to leave the engine; raise its error if it failed."""
+        if not job.left.wait(timeout):
+            raise TimeoutError(f"generation for {job.adapter!r} still running after {timeout} s")
+        if job.error is not None:
+            raise job.error
+        return job
+
+    def stop(self) -> None:
+        """Fail every queued and running job and end the scheduler thread."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join(10)
+
+    def _retry_after(self) -> int:
+        # a slot frees up when the running row nearest to its token limit ends
+        left = min((j.settings.max_new_tokens - len(j.generated) for j in self._active), default=1)
+        return max(1, round(left * self._step_seconds))
+
+    # --- the scheduler thread --------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopping and not self._pending and not self._active:
+                    self._wake.wait()
+                if self._stopping:
+                    doomed = list(self._pending) + self._active
+                    self._pending.clear()
+                    self._active, self._batch = [], None
+                    break
+                room = self.max_batch - len(self._active)
+                new = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
+            self._retire([job for job in new if job.cancelled])
+            new = [job for job in new if not job.cancelled]
+            try:
+                with self.host._lock:  # loading or unloading an adapter waits between steps
+                    self._step(new)
+            except Exception as exc:  # a bug or a bad adapter: fail these rows, keep serving
+                log.exception("generation step failed")
+                failed = list(dict.fromkeys(self._active + new))
+                self._active, self._batch = [], None
+                for job in failed:
+                    _emit(job, Event("error", error=exc))
+                self._retire(failed)
+        for job in doomed:
+            _emit(job, Event("error", error=ModelError("the server is shutting down")))
+        self._retire(doomed)
+
+    def _retire(self, jobs: list[Job]) -> None:
+        with self._wake:
+            self._live -= len(jobs)
+        for job in jobs:
+            job.left.set()
+
+    def _step(self, new: list[Job]) -> None:
+        """One decoding step for the running rows, then the new rows' prefill (so a stream of
+        arrivals never holds the running rows back)."""
+        started = time.monotonic()
+        names = self._names()
+        for job in self._active:
+            if job.adapter not in names and not job.cancelled:
+                _emit(job, Event("error", error=ModelError(f"model {job.adapter!r} was unloaded")))
+        self._drop([j for j in self._active if j.cancelled or j.adapter not in names])
+        new = self._refuse_unloaded(new)
+        if self._active:
+            self._advance(self._active, self._decode())
+            self._drop([j for j in self._active if j.finish_reason or j.cancelled])
+        if new:
+            logits, batch = self._prefill(new)
+            self._active += new
+            self._batch = batch if self._batch is None else _join(self._batch, batch)
+            self._advance(new, logits)
+            self._drop([j for j in new if j.finish_reason or j.cancelled])
+        elapsed = time.monotonic() - started
+        self._step_seconds = 0.9 * self._step_seconds + 0.1 * elapsed
+
+    def _names(self) -> set[str]:
+        return {BASE, *self.host.adapters}
+
+    def _refuse_unloaded(self, new: list[Job]) -> list[Job]:
+        names = self._names()
+        for job in new:
+            if job.adapter not in names:
+                _emit(job, Event("error", error=ModelError(f"model {job.adapter!r} was unloaded")))
+        self._retire([job for job in new if job.adapter not in names])
+        return [job for job in new if job.adapter in names]
+
+    def _forward(self, jobs: list[Job], ids, mask, positions, cache):
+        import torch
+        from peft import PeftModel
+
+        model = self.host.model
+        extra = {}
+        if isinstance(model, PeftModel):
+            extra["adapter_names"] = [PEFT_BASE if j.adapter == BASE else j.adapter for j in jobs]
+        with torch.inference_mode():
+            out = model(
+                input_ids=ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                position_ids=positions.to(model.device),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+                **extra,
+            )
+        return out.logits[:, -1, :].float(), out.past_key_values
+
+    def _prefill(self, jobs: list[Job]):
+        """Run the new rows' prompts, left-padded to one length; return last logits and batch."""
+        import torch
+        from transformers import DynamicCache
+
+        width = max(len(j.prompt_ids) for j in jobs)
+        ids = torch.full((len(jobs), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(jobs), width), dtype=torch.long)
+        for row, job in enumerate(jobs):
+            ids[row, width - len(job.prompt_ids) :] = torch.tensor(job.prompt_ids)
+            mask[row, width - len(job.prompt_ids) :] = 1
+            job.generator = _generator(job.settings.seed)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits, cache = self._forward(jobs, ids, mask, positions, DynamicCache())
+        return logits, (cache, mask)
+
+    def _decode(self):
+        import torch
+
+        cache, mask = self._batch
+        last = torch.tensor([[j.generated[-1]] for j in self._active])
+        positions = mask.sum(-1, keepdim=True)  # the next position of each row
+        mask = torch.cat([mask, torch.ones((len(self._active), 1), dtype=mask.dtype)], dim=1)
+        logits, cache = self._forward(self._active, last, mask, positions, cache)
+        self._batch = (cache, mask)
+        return logits
+
+    def _advance(self, jobs: list[Job], logits) -> None:
+        """Pick each row's next token, update its text, and tell its client what is new."""
+        tokenizer = self.host.tokenizer
+        greedy = logits.argmax(-1).tolist()  # one device sync for every greedy row
+        for row, job in enumerate(jobs):
+            if job.cancelled:
+                continue
+            token = (
+                greedy[row]
+                if job.settings.temperature <= 0
+                else _sample(logits[row].cpu(), job.settings, job.generator)
+            )
+            job.generated.append(token)
+            if token in self._eos:
+                job.finish_reason = "stop"
+                text = tokenizer.decode(job.generated[:-1], skip_special_tokens=True)
+            else:
+                text = tokenizer.decode(job.generated, skip_special_tokens=True)
+            cut = _first_stop(text, job.stop)
+            if cut is not None:
+                text, job.finish_reason = text[:cut], "stop"
+            elif not job.finish_reason and (
+                len(job.generated) >= job.settings.max_new_tokens
+                or len(job.prompt_ids) + len(job.generated) >= self.context
+            ):
+                job.finish_reason = "length"
+            job.text = text
+            safe = len(text) if job.finish_reason else _safe_length(text, job.stop)
+            if safe > job.shown:
+                _emit(job, Event("text", text[job.shown : safe]))
+                job.shown = safe
+            if job.finish_reason:
+                _emit(job, Event("done", job.finish_reason))
+
+    def _drop(self, leaving: list[Job]) -> None:
+        """Remove rows from the batch and its cache; trim columns that only padding still uses."""
+        if not leaving:
+            return
+        import torch
+
+        self._retire(leaving)
+
+        keep = [row for row, job in enumerate(self._active) if job not in leaving]
+        self._active = [self._active[row] for row in keep]
+        if not keep:
+            self._batch = None
+            return
+        cache, mask = self._batch
+        index = torch.tensor(keep)
+        mask = mask[index]
+        first = int(mask.any(0).nonzero()[0])  # leading columns no remaining row attends to
+        mask = mask[:, first:]
+        for layer in cache.layers:
+            layer.keys = layer.keys[index, :, first:, :]
+            layer.values = layer.values[index, :, first:, :]
+        self._batch = (cache, mask)
+
+
+def _join(running, new):
+    """One batch from two: the shorter is padded on the left so every row ends at the same column."""
+    import torch
+
+    (cache_a, mask_a), (cache_b, mask_b) = running, new
+    width = max(mask_a.shape[1], mask_b.shape[1])
+
+    def pad(tensor, dim_len, axis):
+        missing = width - dim_len
+        if missing == 0:
+            return tensor
+        shape = list(tensor.shape)
+        shape[axis] = missing
+        return torch.cat([tensor.new_zeros(shape), tensor], dim=axis)
+
+    for layer_a, layer_b in zip(cache_a.layers, cache_b.layers, strict=True):
+        la, lb = layer_a.keys.shape[2], layer_b.keys.shape[2]
+        layer_a.keys = torch.cat([pad(layer_a.keys, la, 2), pad(layer_b.keys, lb, 2)])
+        layer_a.values = torch.cat([pad(layer_a.values, la, 2), pad(layer_b.values, lb, 2)])
+    mask = torch.cat([pad(mask_a, mask_a.shape[1], 1), pad(mask_b, mask_b.shape[1], 1)])
+    return cache_a, mask
+
+
+def _sample(logits, settings: GenerationSettings, generator) -> int:
+    """One token drawn with the row's own (CPU) generator, after temperature and top_p."""
+    import torch
+
+    probs = torch.softmax(logits / settings.temperature, dim=-1)
+    if settings.top_p < 1.0:
+        ordered, order = torch.sort(probs, descending=True)
+        before = ordered.cumsum(-1) - ordered  # mass of the tokens ranked above each one
+        ordered[before >= settings.top_p] = 0.0
+        probs = torch.zeros_like(probs).scatter_(0, order, ordered)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _generator(seed: int | None):
+    import torch
+
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    found = [index for s in stops if (index := text.find(s)) >= 0]
+    return min(found) if found else None
+
+
+def _safe_length(text: str, stops: tuple[str, ...]) -> int:
+    """How much of the text can be shown: not a trailing partial character, nor the start of a
+    stop string that the next tokens may complete."""
+    end = len(text)
+    while end and text[end - 1] == "\ufffd":
+        end -= 1
+    held = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, end), 0, -1):
+            if text[end - size : end] == stop[:size]:
+                held = max(held, size)
+                break
+    return end - held
+
+
+def _emit(job: Job, event: Event) -> None:
+    if event.kind == "error":
+        job.error = event.error
+    if job.notify is None or (job.cancelled and event.kind == "text"):
+        return
+    job.notify(event)
+
+
+def _context_length(model) -> int:
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids |= set(configured) if isinstance(configured, list) else {configured}
+    return {i for i in ids if i is not None}

@@ -1,0 +1,192 @@
+"""The batching engine: rows for different adapters in one forward give the answers each request
+gets alone; sampling, stop conditions, cancellation and the bounded queue work per row."""
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from specialize.adapters.engine import Engine, Job, QueueFull
+from specialize.errors import ModelError
+from specialize.models.generation import GenerationSettings, render_prompt_ids
+
+ADAPTERS = ("creative", "terse", "formal")
+PROMPTS = [
+    "Hi",
+    "How do I block my card?",
+    "What does an international transfer to a joint account opened last year cost, in euros?",
+    "Tell me",
+]
+
+
+def random_adapter(model_dir, folder, seed, targets):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    config = LoraConfig(r=4, lora_alpha=16, target_modules=targets, init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory, tiny_model_dir):
+    """One host with three random adapters (different target modules) and its engine."""
+    from specialize.adapters import registry
+    from specialize.adapters.host import ModelHost
+
+    home = tmp_path_factory.mktemp("engine-home")
+    old = os.environ.get("SPECIALIZE_HOME")
+    os.environ["SPECIALIZE_HOME"] = str(home)
+    try:
+        for seed, (name, targets) in enumerate(
+            zip(
+                ADAPTERS, ("all-linear", ["q_proj", "v_proj"], ["o_proj", "down_proj"]), strict=True
+            )
+        ):
+            random_adapter(tiny_model_dir, home / name, seed, targets)
+            registry.register(name, home / name, base_model=str(tiny_model_dir))
+        host = ModelHost(str(tiny_model_dir), list(ADAPTERS))
+    finally:
+        os.environ.pop("SPECIALIZE_HOME") if old is None else os.environ.update(SPECIALIZE_HOME=old)
+    engine = Engine(host, max_batch=16, max_in_flight=24)
+    yield engine
+    engine.stop()
+
+
+def job(engine, model, prompt, tokens=10, **settings):
+    ids = render_prompt_ids(engine.host.tokenizer, [{"role": "user", "content": prompt}])
+    stop = tuple(settings.pop("stop", ()))
+    return Job(model, ids, GenerationSettings(max_new_tokens=tokens, **settings), stop)
+
+
+def wait_idle(engine, seconds=30):
+    deadline = time.monotonic() + seconds
+    while engine.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return engine.in_flight
+
+
+def test_mixed_batches_answer_exactly_as_each_request_alone(engine):
+    models = ["base", *ADAPTERS]
+    alone = {(m, p): engine.run(job(engine, m, p)).generated for m in models for p in PROMPTS}
+    for prompt in PROMPTS:  # the adapters really answer differently
+        assert len({tuple(alone[(m, prompt)]) for m in models}) == len(models), prompt
+    # the host's own one-request path (transformers' generate, one adapter active) agrees
+    for model in models:
+        reply = engine.host.chat(
+            model, [{"role": "user", "content": PROMPTS[1]}], GenerationSettings(max_new_tokens=10)
+        )
+        assert reply.text == engine.host.tokenizer.decode(
+            alone[(model, PROMPTS[1])], skip_special_tokens=True
+        )
+
+    # everything at once: one prefill of 16 mixed, left-padded rows, then shared decode steps
+    together = [(m, p, engine.submit(job(engine, m, p))) for p in PROMPTS for m in models]
+    assert wait_idle(engine) == 0
+    for model, prompt, done in together:
+        assert done.generated == alone[(model, prompt)], (model, prompt)
+
+    # continuous batching: rows join a running batch between steps, with other lengths
+    first = [
+        (m, p, engine.submit(job(engine, m, p, tokens=60)))
+        for m, p in zip(models, PROMPTS, strict=True)
+    ]
+    while not any(done.generated for _, _, done in first):
+        time.sleep(0.002)
+    later = [
+        (m, p, engine.submit(job(engine, m, p))) for m, p in zip(models[::-1], PROMPTS, strict=True)
+    ]
+    assert not any(done.left.is_set() for _, _, done in first)  # they joined a running batch
+    assert wait_idle(engine) == 0
+    for model, prompt, done in later:
+        assert done.generated == alone[(model, prompt)]
+    for model, prompt, done in first:
+        assert done.generated[:10] == alone[(model, prompt)]
+        assert len(done.generated) == 60 and done.finish_reason == "length"
+
+
+def test_stop_strings_and_streamed_pieces(engine):
+    full = engine.run(job(engine, "creative", PROMPTS[2], tokens=12))
+    assert full.finish_reason == "length" and len(full.text) > 6
+    stop = full.text[4:7]
+    cut = full.text[: full.text.find(stop)]
+    pieces = list(engine.stream(job(engine, "creative", PROMPTS[2], tokens=12, stop=[stop])))
+    assert "".join(pieces) == cut  # nothing of the stop string leaks out, even partially
+
+
+def test_sampling_is_per_row_and_seeded(engine):
+    def sample(seed, crowd=0):
+        others = [
+            engine.submit(job(engine, "terse", PROMPTS[1], temperature=1.0)) for _ in range(crowd)
+        ]
+        mine = engine.run(
+            job(engine, "base", PROMPTS[0], tokens=12, temperature=1.5, top_p=0.9, seed=seed)
+        )
+        wait_idle(engine)
+        assert all(o.finish_reason for o in others)
+        return mine.generated
+
+    assert sample(3) == sample(3, crowd=5)  # other sampling rows do not touch this row's generator
+    assert sample(3) != sample(4)
+
+
+def test_cancelled_rows_leave_and_the_queue_is_bounded(engine):
+    jobs = [engine.submit(job(engine, m, PROMPTS[2], tokens=500)) for m in ("base", *ADAPTERS)]
+    jobs += [engine.submit(job(engine, "base", PROMPTS[0], tokens=500)) for _ in range(20)]
+    with pytest.raises(QueueFull) as full:
+        engine.submit(job(engine, "base", PROMPTS[0]))
+    assert full.value.retry_after >= 1 and "limit 24" in full.value.one_line()
+    for running in jobs:
+        running.cancel()
+    assert wait_idle(engine, 5) == 0
+    assert all(len(j.generated) < 500 for j in jobs)
+    # the engine still answers, and exactly as before
+    assert engine.run(job(engine, "terse", PROMPTS[1])).finish_reason == "length"
+
+
+def test_prompt_plus_max_tokens_over_the_context_is_refused_before_generating(engine):
+    long = job(engine, "base", "word " * 2100, tokens=10)
+    with pytest.raises(ModelError) as error:
+        engine.submit(long)
+    message = error.value.one_line()
+    assert f"{len(long.prompt_ids)} tokens" in message and "max_tokens is 10" in message
+    assert "context of 2048" in message and engine.in_flight == 0
+
+
+def test_a_failing_step_fails_its_rows_and_the_engine_keeps_serving(engine):
+    bad = job(engine, "base", PROMPTS[0])
+    bad.prompt_ids = [10**7]  # no such token: the embedding lookup fails inside the forward
+    errors = []
+    done = threading.Event()
+
+    def notify(event):
+        if event.kind != "text":
+            errors.append(event)
+            done.set()
+
+    bad.notify = notify
+    engine.submit(bad)
+    assert done.wait(10) and errors[0].kind == "error"
+    assert engine.run(job(engine, "base", PROMPTS[1])).finish_reason == "length"
+
+
+def test_unloading_an_adapter_fails_only_its_running_rows(engine, monkeypatch):
+    from specialize.adapters import registry
+
+    home = Path(engine.host.adapters["formal"]["path"]).parent  # where the fixture registered it
+    monkeypatch.setenv("SPECIALIZE_HOME", str(home))
+    doomed = engine.submit(job(engine, "formal", PROMPTS[2], tokens=400))
+    other = engine.submit(job(engine, "terse", PROMPTS[2], tokens=40))
+    while not doomed.generated:
+        time.sleep(0.002)
+    engine.host.unload("formal")
+    with pytest.raises(ModelError, match="was unloaded"):
+        engine.wait(doomed, 10)
+    assert engine.wait(other, 30).finish_reason == "length" and len(other.generated) == 40
+    assert registry.get("formal")["name"] == "formal"
+    engine.host.load("formal")
+    assert engine.run(job(engine, "formal", PROMPTS[0])).finish_reason == "length"
