@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from specialize.data.config import load_data_config
+from specialize.data.config import ColumnsConfig, load_data_config
+from specialize.data.layouts import LayoutOptions
 from specialize.data.prepare import prepare
 from specialize.data.records import Defect
 from specialize.data.templates import mask_row
@@ -36,8 +37,15 @@ def check(
     strict: bool = typer.Option(False, help="Exit non-zero on any defect, warnings included."),
     show: int = typer.Option(20, help="Defects printed per category (0: all)."),
     defects_out: Path | None = typer.Option(None, help="Write every defect to this JSONL file."),
+    columns: list[str] = typer.Option(
+        [], "--column", help="Map a field: messages=dialog, role=speaker, prompt=question (repeatable)."
+    ),
+    roles: list[str] = typer.Option(
+        [], "--role", help="Map a role tag: bot=assistant (repeatable)."
+    ),
 ) -> None:
     """Validate files row by row; print each defect with file:line and a summary table."""
+    layout = LayoutOptions(_pairs(columns, "--column"), _pairs(roles, "--role"))
     limit = None
     if max_length is not None or model is not None:
         limit = LengthLimit(load_tokenizer(model or DEFAULT_MODEL), max_length or 2048)
@@ -53,7 +61,7 @@ def check(
             sink.write(json.dumps(defect.__dict__, ensure_ascii=False) + "\n")
 
     try:
-        summary = check_files(files, kind, limit, on_defect)
+        summary = check_files(files, kind, limit, on_defect, layout)
     finally:
         if sink:
             sink.close()
@@ -63,6 +71,22 @@ def check(
             f"{summary.defect_count} defect(s) found (--strict)",
             fix="fix them, or run without --strict",
         )
+
+
+def _pairs(items: list[str], option: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise DataError(f"{option} {item!r} is not NAME=VALUE", fix=f"e.g. {option} bot=assistant")
+        pairs[key] = value
+    allowed = set(ColumnsConfig.model_fields)
+    unknown = sorted(set(pairs) - allowed) if option == "--column" else []
+    if unknown:
+        raise DataError(
+            f"--column {unknown[0]}: not a column name", fix=f"use one of {', '.join(sorted(allowed))}"
+        )
+    return pairs
 
 
 def _print_check_summary(summary, shown: Counter, show: int) -> None:
@@ -82,6 +106,9 @@ def _print_check_summary(summary, shown: Counter, show: int) -> None:
     console.print(
         f"{summary.rows:,} rows: {summary.valid:,} valid, {summary.dropped:,} with errors; kinds {kinds}"
     )
+    if summary.layouts:
+        layouts = ", ".join(f"{k}: {v:,}" for k, v in summary.layouts.items())
+        console.print(f"read from other layouts: {layouts}")
 
 
 @app.command("prepare")

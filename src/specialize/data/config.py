@@ -15,9 +15,46 @@ KindName = Literal[
 ]
 
 
+class ColumnsConfig(Config):
+    """Which field of the user's rows holds what (null: the usual name). See docs in data/layouts.py."""
+
+    messages: str | None = Field(
+        None, description="Field with the conversation (default messages, or conversations)."
+    )
+    role: str | None = Field(None, description="Message key with the speaker (default role/from).")
+    content: str | None = Field(
+        None, description="Message key with the text (default content/value)."
+    )
+    system: str | None = Field(None, description="Field with a system prompt for the row.")
+    tools: str | None = Field(None, description="Field with the OpenAI tool schemas (default tools).")
+    prompt: str | None = Field(None, description="Field with the prompt (default prompt).")
+    answer: str | None = Field(
+        None, description="Field with the answer (default completion, or output with instruction)."
+    )
+    chosen: str | None = Field(None, description="Field with the preferred answer.")
+    rejected: str | None = Field(None, description="Field with the dispreferred answer.")
+    images: str | None = Field(None, description="Field with the row's image paths (default images).")
+    audio: str | None = Field(None, description="Field with the row's audio paths (default audios).")
+
+
 class SourceConfig(Config):
     path: str = Field(
-        ..., description="A jsonl/json/csv/parquet file or a folder of .txt/.md files."
+        ...,
+        description=(
+            "A jsonl/json/csv/parquet/arrow file, a datasets.save_to_disk folder, "
+            "or a folder of .txt/.md files."
+        ),
+    )
+    columns: ColumnsConfig = Field(
+        default_factory=ColumnsConfig, description="Which of your fields holds what."
+    )
+    roles: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra role tags mapped to system/user/assistant/tool, e.g. {bot: assistant}.",
+    )
+    train_history: bool = Field(
+        True,
+        description="Alpaca history turns: train on their answers too (false: context only).",
     )
     kind: KindName = Field("auto", description="Record kind; auto detects it from the first row.")
     split: Literal["auto", "train", "val", "test"] = Field(
@@ -28,6 +65,14 @@ class SourceConfig(Config):
         gt=0,
         description="Share of the train split drawn from this source (mixing); all sources or none.",
     )
+
+    @model_validator(mode="after")
+    def _role_targets(self) -> SourceConfig:
+        allowed = ("system", "user", "assistant", "tool", "function_call")
+        for tag, role in self.roles.items():
+            if role not in allowed:
+                raise ValueError(f"roles.{tag}: {role!r} is not one of {', '.join(allowed)}")
+        return self
 
 
 class SplitConfig(Config):

@@ -29,6 +29,7 @@ from specialize.data.curate import (
     quality_problem,
 )
 from specialize.data.formats import RawRow
+from specialize.data.layouts import LayoutOptions
 from specialize.data.leakage import LeakIndex
 from specialize.data.mixing import mix_sources
 from specialize.data.records import full_text
@@ -122,7 +123,7 @@ def _read_source(
 ) -> tuple[list[Candidate], Counter]:
     rows: list[Candidate] = []
     kinds: Counter = Counter()
-    checked_rows = check_file(source.path, source.kind, limit)
+    checked_rows = check_file(source.path, source.kind, limit, LayoutOptions.from_source(source))
     for checked in tqdm(
         checked_rows, desc=f"reading {Path(source.path).name}", unit=" rows", disable=not progress
     ):

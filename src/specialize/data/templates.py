@@ -8,9 +8,18 @@ the check below refuses a template that does not.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from specialize.errors import DataError
+
+# The fallback for templates that know nothing of tools (documented in the README, "Tool calling"):
+# the schemas go into the system prompt, calls into the assistant's text, results stay role "tool".
+TOOL_SYSTEM_PROMPT = (
+    "You can call the functions below. To call one, answer with\n"
+    '<tool_call>\n{"name": <function name>, "arguments": <JSON object>}\n</tool_call>\n'
+    "Functions:\n<tools>\n{tools}\n</tools>"
+)
 
 
 @dataclass
@@ -26,25 +35,101 @@ class MaskedTokens:
 
 
 def render_ids(
-    tokenizer, messages: list[dict], *, add_generation_prompt: bool = False
+    tokenizer,
+    messages: list[dict],
+    *,
+    add_generation_prompt: bool = False,
+    tools: list[dict] | None = None,
 ) -> list[int]:
-    """Return the token ids of `messages` rendered by the tokenizer's chat template."""
-    plain = [{"role": m["role"], "content": flatten_content(m["content"])} for m in messages]
+    """Return the token ids of `messages` rendered by the tokenizer's chat template.
+
+    Tool schemas and calls go to the template when it renders tools, otherwise through the
+    text fallback (`tool_text_messages`).
+    """
+    uses_tools = bool(tools) or any(m.get("tool_calls") for m in messages)
+    kwargs: dict = {}
+    if uses_tools and supports_tools(tokenizer):
+        plain = [_native_message(m) for m in messages]
+        kwargs["tools"] = tools or None
+    elif uses_tools:
+        plain = tool_text_messages(messages, tools, with_system=True)
+    else:
+        plain = [{"role": m["role"], "content": flatten_content(m["content"])} for m in messages]
     rendered = tokenizer.apply_chat_template(
-        plain, tokenize=True, add_generation_prompt=add_generation_prompt
+        plain, tokenize=True, add_generation_prompt=add_generation_prompt, **kwargs
     )
     return list(rendered["input_ids"] if hasattr(rendered, "keys") else rendered)
 
 
-def mask_assistant_tokens(tokenizer, messages: list[dict]) -> MaskedTokens:
-    """Return the rendered conversation with a mask over assistant turns whose weight is not 0."""
-    full = render_ids(tokenizer, messages)
+def supports_tools(tokenizer) -> bool:
+    """True when the chat template itself renders tool schemas and tool calls."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    if isinstance(template, dict):
+        template = " ".join(template.values())
+    return "tools" in template and "tool_calls" in template
+
+
+def tool_text_messages(
+    messages: list[dict], tools: list[dict] | None, *, with_system: bool
+) -> list[dict]:
+    """Return plain {role, content} messages with tools written as text (the documented fallback).
+
+    The schemas join the system prompt (one JSON line per function), each tool call becomes
+    `<tool_call>{"name", "arguments"}</tool_call>` in the assistant's text, and a tool result
+    keeps role "tool" (ChatML renders any role) inside `<tool_response>` tags. Weights are kept.
+    """
+    out = []
+    for message in messages:
+        content = flatten_content(message["content"] or "")
+        for call in message.get("tool_calls") or []:
+            function = call["function"]
+            payload = json.dumps(
+                {"name": function["name"], "arguments": function.get("arguments", {})},
+                ensure_ascii=False,
+            )
+            content = f"{content}\n" if content else ""
+            content += f"<tool_call>\n{payload}\n</tool_call>"
+        if message["role"] == "tool":
+            content = f"<tool_response>\n{content}\n</tool_response>"
+        plain = {"role": message["role"], "content": content}
+        if "weight" in message:
+            plain["weight"] = message["weight"]
+        out.append(plain)
+    if with_system and tools:
+        listing = "\n".join(json.dumps(t.get("function", t), ensure_ascii=False) for t in tools)
+        prompt = TOOL_SYSTEM_PROMPT.replace("{tools}", listing)
+        if out and out[0]["role"] == "system":
+            out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{prompt}"}
+        else:
+            out.insert(0, {"role": "system", "content": prompt})
+    return out
+
+
+def _native_message(message: dict) -> dict:
+    plain = {"role": message["role"], "content": flatten_content(message["content"] or "")}
+    for key in ("tool_calls", "tool_call_id", "name"):
+        if message.get(key):
+            plain[key] = message[key]
+    return plain
+
+
+def mask_assistant_tokens(
+    tokenizer, messages: list[dict], tools: list[dict] | None = None
+) -> MaskedTokens:
+    """Return the rendered conversation with a mask over assistant turns whose weight is not 0.
+
+    Tool results (role "tool") and the tool schemas are never trained on; the assistant's tool
+    calls are, as part of its turn.
+    """
+    full = render_ids(tokenizer, messages, tools=tools)
     mask = [0] * len(full)
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        start = len(render_ids(tokenizer, messages[:index], add_generation_prompt=True))
-        upto = render_ids(tokenizer, messages[: index + 1])
+        start = len(
+            render_ids(tokenizer, messages[:index], add_generation_prompt=True, tools=tools)
+        )
+        upto = render_ids(tokenizer, messages[: index + 1], tools=tools)
         if full[: len(upto)] != upto or start > len(upto):
             raise DataError(
                 "the chat template does not render a conversation's prefix as a prefix of its tokens, "
@@ -70,7 +155,7 @@ def mask_completion_tokens(tokenizer, prompt: str, completion: str) -> MaskedTok
 def count_tokens(tokenizer, row: dict) -> int:
     """Return how many tokens a TRL row takes when rendered for training."""
     if "messages" in row:
-        return len(render_ids(tokenizer, row["messages"]))
+        return len(render_ids(tokenizer, row["messages"], tools=row.get("tools")))
     if "chosen" in row:
         return _longest_pair(tokenizer, row)
     if "completion" in row:
@@ -107,7 +192,7 @@ def mask_row(tokenizer, row: dict) -> MaskedTokens:
     token; preference: the chosen conversation's answer (what SFT on preferences would learn).
     """
     if "messages" in row:
-        return mask_assistant_tokens(tokenizer, row["messages"])
+        return mask_assistant_tokens(tokenizer, row["messages"], row.get("tools"))
     if "chosen" in row:
         prompt, chosen = row["prompt"], row["chosen"]
         if isinstance(prompt, list):
