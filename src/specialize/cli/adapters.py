@@ -95,18 +95,41 @@ def merge_cmd(
 def export_cmd(
     name: str,
     format: str = typer.Option(
-        "peft", help="peft (vLLM --enable-lora, PEFT) or merged (plain transformers)."
+        "peft",
+        help="peft (PEFT, vLLM --enable-lora), merged (transformers), gguf (merged model), "
+        "gguf-lora (llama.cpp --lora) or ollama (base GGUF + LoRA-GGUF + Modelfile).",
     ),
     out: Path = typer.Option(..., help="New folder for the export."),
+    quant: str = typer.Option("f16", help="GGUF weights: f16 or q8_0 (gguf, ollama)."),
+    with_base: bool = typer.Option(
+        False, help="peft: copy the exact base the adapter was trained on into the export."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Export for other tools; the chat template travels with it."""
-    from specialize.adapters.export import export_peft, merge
+    """Export for other tools; the chat template and the base's provenance travel with it."""
+    from specialize.adapters import export
 
-    if format not in ("peft", "merged"):
-        raise ConfigError([f"--format {format!r}: expected peft or merged"])
+    formats = ("peft", "merged", "gguf", "gguf-lora", "ollama")
+    if format not in formats:
+        raise ConfigError([f"--format {format!r}: expected one of {', '.join(formats)}"])
+    if quant not in ("f16", "q8_0"):
+        raise ConfigError([f"--quant {quant!r}: expected f16 or q8_0"])
     entry = adapters.get(name)
-    path = export_peft(entry, out) if format == "peft" else merge(entry, out)
+    path = {
+        "peft": lambda: export.export_peft(entry, out, with_base=with_base),
+        "merged": lambda: export.merge(entry, out),
+        "gguf": lambda: export.export_gguf(entry, out, quant),
+        "gguf-lora": lambda: export.export_lora_gguf(entry, out),
+        "ollama": lambda: export.export_ollama(entry, out, quant),
+    }[format]()
+    record = json.loads((path / export.EXPORT_MARKER).read_text())
+    if as_json:
+        console.print_json(json.dumps({"path": str(path), **record}))
+        return
     console.print(f"{format} export: {path}")
+    base = record["base"]
+    origin = f", de-quantised from {base['gguf']['file']}" if base.get("gguf") else ""
+    console.print(f"base: {base['local_path']}{origin} (see {path / 'README.md'})")
 
 
 @app.command("check")
