@@ -110,8 +110,30 @@ class CleanConfig(Config):
     min_tokens: int = Field(0, ge=0, description="Drop rows with fewer tokens than this.")
     pii: Literal["keep", "mask", "drop"] = Field(
         "mask",
-        description="Personal data (e-mail, phone, IBAN, card): keep and report, mask, or drop the row.",
+        description=(
+            "Personal data (e-mail, phone, IBAN, card, national id, names if pii_names): "
+            "keep and report, mask, or drop the row."
+        ),
     )
+    phone_regions: list[str] = Field(
+        ["SE", "NO", "DK", "FI", "DE", "GB", "US"],
+        description="Regions whose national phone formats are recognised (phonenumbers codes).",
+    )
+    pii_names: bool = Field(
+        False,
+        description="Also find names of people (titles and common given names + a capitalised word).",
+    )
+
+    @model_validator(mode="after")
+    def _known_regions(self) -> CleanConfig:
+        import phonenumbers
+
+        unknown = [r for r in self.phone_regions if r not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(
+                f"phone_regions: {unknown[0]!r} is not a region code (two letters, e.g. SE, GB)"
+            )
+        return self
     too_long: Literal["drop", "keep"] = Field(
         "drop", description="Rows longer than max_length: drop, or keep (training truncates them)."
     )
