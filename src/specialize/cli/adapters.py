@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from specialize.adapters import registry as adapters
+from specialize.cli.output import print_json, print_table
 from specialize.errors import ConfigError
 from specialize.models.catalog import DEFAULT_MODEL
 
@@ -27,22 +28,23 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) 
     if as_json:
         console.print_json(json.dumps(entries))
         return
-    grid = Table(title=f"{len(entries)} adapter(s)")
-    for column in ("name", "base", "method", "settings", "val loss", "retention", "MiB", "tags"):
-        grid.add_column(column, overflow="fold")
+    columns = ["name", "base", "method", "settings", "val loss", "retention", "MiB", "tags"]
+    rows = []
     for e in entries:
         h, s = e["hyperparameters"], e["scores"]
-        grid.add_row(
-            e["name"],
-            f"{Path(e['base_model']).name} ({e['base_hash'][:8]})",
-            e["method"] or "",
-            f"r{h.get('r')} lr {h.get('learning_rate')}",
-            f"{s['best_val_loss']:.4g}" if s.get("best_val_loss") is not None else "",
-            s.get("retention_verdict") or "",
-            f"{e['size_bytes'] / 2**20:.1f}",
-            ",".join(e["tags"]),
+        rows.append(
+            [
+                e["name"],
+                f"{Path(e['base_model']).name} ({e['base_hash'][:8]})",
+                e["method"] or "",
+                f"r{h.get('r')} lr {h.get('learning_rate')}",
+                f"{s['best_val_loss']:.4g}" if s.get("best_val_loss") is not None else "",
+                s.get("retention_verdict") or "",
+                f"{e['size_bytes'] / 2**20:.1f}",
+                ",".join(e["tags"]),
+            ]
         )
-    console.print(grid)
+    print_table(console, columns, rows, title=f"{len(entries)} adapter(s)")
 
 
 @app.command("show")
@@ -137,12 +139,18 @@ def check_cmd(
     names: list[str] = typer.Argument(..., help="Adapters to serve together (two or more)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model."),
     items: int = typer.Option(20, help="Retention (core) items per adapter."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Interference check: each adapter's answers on its own validation chats and on core items are
     the same when served among the others as when served alone."""
     from specialize.adapters.check import interference
 
     report = interference(model, names, core_items_count=items)
+    if as_json:
+        print_json(console, report)
+        if not report["identical"]:
+            raise typer.Exit(1)
+        return
     grid = Table(title="Interference check (greedy answers, alone vs among others)")
     for column in (
         "adapter",
