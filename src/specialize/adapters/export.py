@@ -40,7 +40,7 @@ def export_peft(entry: dict, out: str | Path, *, with_base: bool = False) -> Pat
     (a catalog alias means nothing to PEFT); `with_base` copies that base into `out/base` and
     points there, so the export is self-contained.
     """
-    from specialize.models.loading import load_tokenizer, resolve_model
+    from specialize.models.loading import resolve_model
 
     source = Path(entry["path"])
     out = _fresh(out)
@@ -55,7 +55,7 @@ def export_peft(entry: dict, out: str | Path, *, with_base: bool = False) -> Pat
         config["base_model_name_or_path"] = str(Path(local_base).resolve())
         config["target_modules"] = _short_targets(entry["base_model"], config["target_modules"])
         (staging / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-        load_tokenizer(entry["base_model"]).save_pretrained(staging)
+        adapter_tokenizer(entry).save_pretrained(staging)
         _marker(staging, entry, "peft", {"base_copied_to": "base" if with_base else None})
     return out
 
@@ -91,7 +91,7 @@ def export_ollama(
 ) -> Path:
     """Write the base as GGUF, the adapter as LoRA-GGUF and a Modelfile tying them; return out."""
     from specialize.adapters.gguf import write_lora_gguf, write_model_gguf, write_modelfile
-    from specialize.models.loading import load_tokenizer, resolve_model
+    from specialize.models.loading import resolve_model
 
     out = _fresh(out)
     base_dir = resolve_model(entry["base_model"]).path
@@ -100,11 +100,20 @@ def export_ollama(
         write_model_gguf(base_dir, staging / model_file, quant)
         write_lora_gguf(entry["path"], base_dir, staging / adapter_file)
         settings = {"temperature": 0.2, "num_ctx": 2048, **(parameters or {})}
-        write_modelfile(
-            staging, model_file, adapter_file, load_tokenizer(entry["base_model"]), settings
-        )
+        write_modelfile(staging, model_file, adapter_file, adapter_tokenizer(entry), settings)
         _marker(staging, entry, "ollama", {"files": [model_file, adapter_file, "Modelfile"]})
     return out
+
+
+def adapter_tokenizer(entry: dict):
+    """The base's tokenizer with the chat template the adapter was trained with (an override)."""
+    from specialize.models.loading import adapter_chat_template, load_tokenizer
+
+    tokenizer = load_tokenizer(entry["base_model"])
+    template = adapter_chat_template(entry["path"])
+    if template:
+        tokenizer.chat_template = template
+    return tokenizer
 
 
 def base_provenance(base_model: str) -> dict:
@@ -205,9 +214,17 @@ def _marker(folder: Path, entry: dict, kind: str, extra: dict | None = None) -> 
     (folder / "README.md").write_text(_readme(entry, kind, base), encoding="utf-8")
 
 
-def _template_record(entry: dict) -> str | None:
-    """The chat-template override the adapter was trained with, if any (see data/templates.py)."""
-    return entry.get("chat_template")
+def _template_record(entry: dict) -> dict:
+    """Which chat template the export carries: the adapter's, and whether it overrides the base's."""
+    from specialize.artifacts import sha256_text
+    from specialize.models.loading import adapter_chat_template, load_tokenizer
+
+    template = adapter_chat_template(entry["path"])
+    base = load_tokenizer(entry["base_model"]).chat_template
+    return {
+        "sha256": sha256_text(template or base or ""),
+        "overrides_base": bool(template) and template != base,
+    }
 
 
 def _readme(entry: dict, kind: str, base: dict) -> str:

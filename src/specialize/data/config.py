@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from specialize.config import Config, load_config
+from specialize.data.templates import NAMED_TEMPLATES
 from specialize.models.catalog import DEFAULT_MODEL
 
 KindName = Literal[
@@ -156,6 +157,10 @@ class DataConfig(Config):
         description="Model whose tokenizer measures lengths; null skips token checks.",
     )
     max_length: int = Field(2048, gt=0, description="Longest row in tokens.")
+    chat_template: str | None = Field(
+        None,
+        description="Override the model's chat template: a named one (chatml, chatml-tools) or a .jinja file.",
+    )
     split: SplitConfig = Field(default_factory=SplitConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
     leakage: LeakageConfig = Field(default_factory=LeakageConfig)
@@ -176,6 +181,8 @@ def load_data_config(path: str | Path, overrides: list[str] | None = None) -> Da
     for source in config.sources:
         source.path = str(_resolve(base, source.path))
     config.leakage.eval_files = [str(_resolve(base, p)) for p in config.leakage.eval_files]
+    if config.chat_template and config.chat_template not in NAMED_TEMPLATES:
+        config.chat_template = str(_resolve(base, config.chat_template))
     return config
 
 

@@ -90,7 +90,7 @@ def prepare(config: DataConfig, out_dir: str | Path, *, progress: bool = True) -
     """Run the data stage and write the dataset directory; return its manifest."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _tokenizer(config.model)
+    tokenizer = _tokenizer(config.model, config.chat_template)
     limit = LengthLimit(tokenizer, config.max_length) if tokenizer is not None else None
     ledger = Ledger()
     inputs, candidates = [], []
@@ -420,9 +420,11 @@ def _describe_input(source: SourceConfig, kinds: Counter) -> dict:
     }
 
 
-def _tokenizer(model: str | None):
+def _tokenizer(model: str | None, chat_template: str | None = None):
     if model is None:
         return None
+    from specialize.data.templates import resolve_chat_template, use_chat_template
     from specialize.models.loading import load_tokenizer
 
-    return load_tokenizer(model)
+    template = resolve_chat_template(chat_template) if chat_template else None
+    return use_chat_template(load_tokenizer(model), template, "data config chat_template")

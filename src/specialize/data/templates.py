@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from specialize.errors import DataError
 
@@ -20,6 +21,86 @@ TOOL_SYSTEM_PROMPT = (
     '<tool_call>\n{"name": <function name>, "arguments": <JSON object>}\n</tool_call>\n'
     "Functions:\n<tools>\n{tools}\n</tools>"
 )
+
+
+# Named chat templates for `chat_template:` in data and recipe configs (or give a .jinja file).
+NAMED_TEMPLATES = {
+    # ChatML with no default system prompt (SmolLM2's adds one when a conversation has none).
+    "chatml": (
+        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+        "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    ),
+    # ChatML that renders tools itself (Hermes style, as Qwen2.5): schemas in the system prompt,
+    # calls as <tool_call> JSON, results as <tool_response> in a tool turn.
+    "chatml-tools": (
+        "{% if tools %}<|im_start|>system\n"
+        "{% if messages[0].role == 'system' %}{{ messages[0].content + '\\n\\n' }}{% endif %}"
+        "You can call these tools:\n<tools>"
+        "{% for tool in tools %}{{ '\\n' }}{{ (tool.function if tool.function is defined else tool) | tojson }}"
+        "{% endfor %}{{ '\\n' }}</tools><|im_end|>\n"
+        "{% elif messages[0].role == 'system' %}"
+        "<|im_start|>system\n{{ messages[0].content }}<|im_end|>\n{% endif %}"
+        "{% for message in messages %}{% if not (message.role == 'system' and loop.first) %}"
+        "<|im_start|>{{ message.role }}\n"
+        "{% if message.role == 'tool' %}<tool_response>\n{{ message.content }}\n</tool_response>"
+        "{% else %}{{ message.content }}{% endif %}"
+        "{% for call in message.tool_calls or [] %}"
+        "{% if message.content or not loop.first %}{{ '\\n' }}{% endif %}"
+        "<tool_call>\n{{ {'name': call.function.name, 'arguments': call.function.arguments} | tojson }}"
+        "\n</tool_call>{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    ),
+}
+_PROBE = [
+    {"role": "system", "content": "You answer briefly."},
+    {"role": "user", "content": "First question?"},
+    {"role": "assistant", "content": "First answer."},
+    {"role": "user", "content": "Second question?"},
+    {"role": "assistant", "content": "Second answer."},
+]
+
+
+def resolve_chat_template(value: str, base_dir: Path | None = None) -> str:
+    """Return the template text for a named template or a .jinja file (relative to base_dir)."""
+    if value in NAMED_TEMPLATES:
+        return NAMED_TEMPLATES[value]
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    if not path.is_file():
+        raise DataError(
+            f"chat_template {value!r} is neither a named template nor a file",
+            where=str(path),
+            fix=f"use one of {', '.join(NAMED_TEMPLATES)} or the path of a .jinja file",
+        )
+    return path.read_text(encoding="utf-8")
+
+
+def use_chat_template(tokenizer, template: str | None, origin: str = "chat_template"):
+    """Set `template` on the tokenizer after checking it renders a conversation prefix-stably
+    (so assistant tokens can be masked); return the tokenizer. None leaves it as it is."""
+    if template is None:
+        return tokenizer
+    previous = tokenizer.chat_template
+    tokenizer.chat_template = template
+    try:
+        masked = mask_assistant_tokens(tokenizer, _PROBE)
+    except DataError as exc:
+        tokenizer.chat_template = previous
+        raise DataError(f"{origin}: {exc.what}", fix=exc.fix) from None
+    except Exception as exc:  # jinja raises its own errors on a broken template
+        tokenizer.chat_template = previous
+        raise DataError(
+            f"{origin}: the template does not render ({type(exc).__name__}: {exc})",
+            fix="fix the Jinja template",
+        ) from None
+    if not masked.trained:
+        tokenizer.chat_template = previous
+        raise DataError(
+            f"{origin}: the template renders no assistant text", fix="check the template"
+        )
+    return tokenizer
 
 
 @dataclass

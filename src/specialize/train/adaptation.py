@@ -123,6 +123,17 @@ def _quantise_base(model):
     return prepare_model_for_kbit_training(model)
 
 
+def recipe_chat_template(tokenizer, recipe):
+    """The tokenizer with the recipe's chat-template override (checked), if it has one; the
+    adapter saves it, so evaluation, serving and every export use the same template."""
+    from specialize.data.templates import resolve_chat_template, use_chat_template
+
+    if not recipe.chat_template:
+        return tokenizer
+    template = resolve_chat_template(recipe.chat_template)
+    return use_chat_template(tokenizer, template, "recipe chat_template")
+
+
 def trainable_summary(model) -> dict:
     """Return trainable and total parameter counts."""
     total = sum(p.numel() for p in model.parameters())

@@ -209,6 +209,10 @@ class RecipeConfig(Config):
         ...,
         description="sft: instruction tuning on chat data; cpt: continued pretraining on raw text; dpo: preferences (prompt, chosen, rejected); reward: a reward model on preferences; rl: GRPO against a reward model.",
     )
+    chat_template: str | None = Field(
+        None,
+        description="Override the model's chat template: a named one (chatml, chatml-tools) or a .jinja file; saved with the adapter.",
+    )
     data: DataSection
     adaptation: AdaptationSection = Field(default_factory=AdaptationSection)
     training: TrainingSection = Field(default_factory=TrainingSection)
@@ -246,6 +250,11 @@ def resolve_paths(recipe: RecipeConfig, base: Path) -> RecipeConfig:
     if recipe.data.replay:
         recipe.data.replay.source = absolute(recipe.data.replay.source)
     recipe.model = absolute(recipe.model)
+    if recipe.chat_template:
+        from specialize.data.templates import NAMED_TEMPLATES
+
+        if recipe.chat_template not in NAMED_TEMPLATES:
+            recipe.chat_template = absolute(recipe.chat_template)
     if recipe.preference.reward_model:
         recipe.preference.reward_model = absolute(recipe.preference.reward_model)
     return recipe

@@ -8,7 +8,7 @@ from __future__ import annotations
 from specialize.errors import ConfigError
 from specialize.models.loading import load_model
 from specialize.track.rundir import RunDir
-from specialize.train.adaptation import adapt
+from specialize.train.adaptation import adapt, recipe_chat_template
 from specialize.train.config import RecipeConfig
 from specialize.train.datasets import recipe_rows
 from specialize.train.precision import Precision
@@ -56,6 +56,7 @@ def train_rl(
         return reward_scores(scorer, scorer_tokenizer, conversations)
 
     model, tokenizer = load_model(recipe.model)
+    tokenizer = recipe_chat_template(tokenizer, recipe)
     model = adapt(model, recipe.adaptation)
     rows = recipe_rows(recipe, run)
     train, val = _prompts(rows.train), _prompts(rows.val)
