@@ -42,8 +42,9 @@ def test_dora_rslora_and_loraplus_train_through_the_cli(cli, tiny_recipe, tmp_pa
     )
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    code, _, err = cli("train", path, "--no-progress")
+    code, out, err = cli("train", path, "--no-progress", "--json")
     assert code == 0, err
+    assert json.loads(out)["outcome"]["result_dir"].endswith("adapter")
     config = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
     assert config["use_dora"] is True and config["use_rslora"] is True
     from safetensors import safe_open
