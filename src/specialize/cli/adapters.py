@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from specialize.adapters import registry as adapters
+from specialize.cli.output import print_json, print_table
 from specialize.errors import ConfigError
 from specialize.models.catalog import DEFAULT_MODEL
 
@@ -27,22 +28,23 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) 
     if as_json:
         console.print_json(json.dumps(entries))
         return
-    grid = Table(title=f"{len(entries)} adapter(s)")
-    for column in ("name", "base", "method", "settings", "val loss", "retention", "MiB", "tags"):
-        grid.add_column(column, overflow="fold")
+    columns = ["name", "base", "method", "settings", "val loss", "retention", "MiB", "tags"]
+    rows = []
     for e in entries:
         h, s = e["hyperparameters"], e["scores"]
-        grid.add_row(
-            e["name"],
-            f"{Path(e['base_model']).name} ({e['base_hash'][:8]})",
-            e["method"] or "",
-            f"r{h.get('r')} lr {h.get('learning_rate')}",
-            f"{s['best_val_loss']:.4g}" if s.get("best_val_loss") is not None else "",
-            s.get("retention_verdict") or "",
-            f"{e['size_bytes'] / 2**20:.1f}",
-            ",".join(e["tags"]),
+        rows.append(
+            [
+                e["name"],
+                f"{Path(e['base_model']).name} ({e['base_hash'][:8]})",
+                e["method"] or "",
+                f"r{h.get('r')} lr {h.get('learning_rate')}",
+                f"{s['best_val_loss']:.4g}" if s.get("best_val_loss") is not None else "",
+                s.get("retention_verdict") or "",
+                f"{e['size_bytes'] / 2**20:.1f}",
+                ",".join(e["tags"]),
+            ]
         )
-    console.print(grid)
+    print_table(console, columns, rows, title=f"{len(entries)} adapter(s)")
 
 
 @app.command("show")
@@ -95,18 +97,41 @@ def merge_cmd(
 def export_cmd(
     name: str,
     format: str = typer.Option(
-        "peft", help="peft (vLLM --enable-lora, PEFT) or merged (plain transformers)."
+        "peft",
+        help="peft (PEFT, vLLM --enable-lora), merged (transformers), gguf (merged model), "
+        "gguf-lora (llama.cpp --lora) or ollama (base GGUF + LoRA-GGUF + Modelfile).",
     ),
     out: Path = typer.Option(..., help="New folder for the export."),
+    quant: str = typer.Option("f16", help="GGUF weights: f16 or q8_0 (gguf, ollama)."),
+    with_base: bool = typer.Option(
+        False, help="peft: copy the exact base the adapter was trained on into the export."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Export for other tools; the chat template travels with it."""
-    from specialize.adapters.export import export_peft, merge
+    """Export for other tools; the chat template and the base's provenance travel with it."""
+    from specialize.adapters import export
 
-    if format not in ("peft", "merged"):
-        raise ConfigError([f"--format {format!r}: expected peft or merged"])
+    formats = ("peft", "merged", "gguf", "gguf-lora", "ollama")
+    if format not in formats:
+        raise ConfigError([f"--format {format!r}: expected one of {', '.join(formats)}"])
+    if quant not in ("f16", "q8_0"):
+        raise ConfigError([f"--quant {quant!r}: expected f16 or q8_0"])
     entry = adapters.get(name)
-    path = export_peft(entry, out) if format == "peft" else merge(entry, out)
+    path = {
+        "peft": lambda: export.export_peft(entry, out, with_base=with_base),
+        "merged": lambda: export.merge(entry, out),
+        "gguf": lambda: export.export_gguf(entry, out, quant),
+        "gguf-lora": lambda: export.export_lora_gguf(entry, out),
+        "ollama": lambda: export.export_ollama(entry, out, quant),
+    }[format]()
+    record = json.loads((path / export.EXPORT_MARKER).read_text())
+    if as_json:
+        console.print_json(json.dumps({"path": str(path), **record}))
+        return
     console.print(f"{format} export: {path}")
+    base = record["base"]
+    origin = f", de-quantised from {base['gguf']['file']}" if base.get("gguf") else ""
+    console.print(f"base: {base['local_path']}{origin} (see {path / 'README.md'})")
 
 
 @app.command("check")
@@ -114,12 +139,18 @@ def check_cmd(
     names: list[str] = typer.Argument(..., help="Adapters to serve together (two or more)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model."),
     items: int = typer.Option(20, help="Retention (core) items per adapter."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Interference check: each adapter's answers on its own validation chats and on core items are
     the same when served among the others as when served alone."""
     from specialize.adapters.check import interference
 
     report = interference(model, names, core_items_count=items)
+    if as_json:
+        print_json(console, report)
+        if not report["identical"]:
+            raise typer.Exit(1)
+        return
     grid = Table(title="Interference check (greedy answers, alone vs among others)")
     for column in (
         "adapter",

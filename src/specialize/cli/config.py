@@ -10,8 +10,8 @@ from typing import Any
 import typer
 import yaml
 from rich.console import Console
-from rich.table import Table
 
+from specialize.cli.output import print_json, print_table
 from specialize.config import Config, field_help, load_config, read_text
 from specialize.data.config import DataConfig
 from specialize.errors import ConfigError
@@ -87,25 +87,37 @@ def validate(
         None, help=f"One of: {', '.join(CONFIG_KINDS)}; detected if omitted."
     ),
     set_: list[str] = typer.Option([], "--set", help="Override a field: a.b=c (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (problems included; exit 0)."),
 ) -> None:
     """Validate config files; every problem in every file is reported at once."""
     problems: list[str] = []
+    results = []
     for path in files:
         try:
             validate_file(path, kind, set_)
-            console.print(f"[green]ok[/green] {path}")
+            results.append({"file": str(path), "ok": True, "problems": []})
+            if not as_json:
+                console.print(f"[green]ok[/green] {path}")
         except ConfigError as exc:
             problems.extend(exc.problems)
+            results.append({"file": str(path), "ok": False, "problems": exc.problems})
+    if as_json:
+        print_json(console, results)
+        return
     if problems:
         raise ConfigError(problems, source=", ".join(map(str, files)))
 
 
 @app.command("fields")
-def fields(kind: str = typer.Argument(..., help=f"One of: {', '.join(CONFIG_KINDS)}.")) -> None:
+def fields(
+    kind: str = typer.Argument(..., help=f"One of: {', '.join(CONFIG_KINDS)}."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
     """List every field of a config kind with its default and help text."""
     if kind not in CONFIG_KINDS:
         raise ConfigError([f"unknown kind {kind!r}: expected one of {', '.join(CONFIG_KINDS)}"])
-    table = Table("field", "default", "help")
-    for name, default, text in field_help(CONFIG_KINDS[kind][0]):
-        table.add_row(name, default, text)
-    console.print(table)
+    rows = [list(row) for row in field_help(CONFIG_KINDS[kind][0])]
+    if as_json:
+        print_json(console, [dict(zip(("field", "default", "help"), r, strict=True)) for r in rows])
+        return
+    print_table(console, ["field", "default", "help"], rows)

@@ -11,7 +11,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from specialize.data.config import load_data_config
+from specialize.cli.output import print_json
+from specialize.data.config import ColumnsConfig, load_data_config
+from specialize.data.layouts import LayoutOptions
 from specialize.data.prepare import prepare
 from specialize.data.records import Defect
 from specialize.data.templates import mask_row
@@ -36,8 +38,18 @@ def check(
     strict: bool = typer.Option(False, help="Exit non-zero on any defect, warnings included."),
     show: int = typer.Option(20, help="Defects printed per category (0: all)."),
     defects_out: Path | None = typer.Option(None, help="Write every defect to this JSONL file."),
+    columns: list[str] = typer.Option(
+        [],
+        "--column",
+        help="Map a field: messages=dialog, role=speaker, prompt=question (repeatable).",
+    ),
+    roles: list[str] = typer.Option(
+        [], "--role", help="Map a role tag: bot=assistant (repeatable)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Validate files row by row; print each defect with file:line and a summary table."""
+    layout = LayoutOptions(_pairs(columns, "--column"), _pairs(roles, "--role"))
     limit = None
     if max_length is not None or model is not None:
         limit = LengthLimit(load_tokenizer(model or DEFAULT_MODEL), max_length or 2048)
@@ -46,23 +58,58 @@ def check(
 
     def on_defect(defect: Defect) -> None:
         shown[defect.category] += 1
-        if show == 0 or shown[defect.category] <= show:
+        if not as_json and (show == 0 or shown[defect.category] <= show):
             style = "red" if defect.severity == "error" else "yellow"
             console.print(Text(defect.line(), style=style))
         if sink:
             sink.write(json.dumps(defect.__dict__, ensure_ascii=False) + "\n")
 
     try:
-        summary = check_files(files, kind, limit, on_defect)
+        summary = check_files(files, kind, limit, on_defect, layout)
     finally:
         if sink:
             sink.close()
-    _print_check_summary(summary, shown, show)
+    if as_json:
+        print_json(console, _check_json(summary))
+    else:
+        _print_check_summary(summary, shown, show)
     if strict and summary.defect_count:
         raise DataError(
             f"{summary.defect_count} defect(s) found (--strict)",
             fix="fix them, or run without --strict",
         )
+
+
+def _pairs(items: list[str], option: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise DataError(
+                f"{option} {item!r} is not NAME=VALUE", fix=f"e.g. {option} bot=assistant"
+            )
+        pairs[key] = value
+    allowed = set(ColumnsConfig.model_fields)
+    unknown = sorted(set(pairs) - allowed) if option == "--column" else []
+    if unknown:
+        raise DataError(
+            f"--column {unknown[0]}: not a column name",
+            fix=f"use one of {', '.join(sorted(allowed))}",
+        )
+    return pairs
+
+
+def _check_json(summary) -> dict:
+    return {
+        "rows": summary.rows,
+        "valid": summary.valid,
+        "dropped": summary.dropped,
+        "kinds": dict(summary.kinds),
+        "layouts": dict(summary.layouts),
+        "errors": dict(summary.errors),
+        "warnings": dict(summary.warnings),
+        "samples": {k: [d.__dict__ for d in v] for k, v in summary.samples.items()},
+    }
 
 
 def _print_check_summary(summary, shown: Counter, show: int) -> None:
@@ -82,6 +129,9 @@ def _print_check_summary(summary, shown: Counter, show: int) -> None:
     console.print(
         f"{summary.rows:,} rows: {summary.valid:,} valid, {summary.dropped:,} with errors; kinds {kinds}"
     )
+    if summary.layouts:
+        layouts = ", ".join(f"{k}: {v:,}" for k, v in summary.layouts.items())
+        console.print(f"read from other layouts: {layouts}")
 
 
 @app.command("prepare")
@@ -91,10 +141,14 @@ def prepare_cmd(
     set_: list[str] = typer.Option(
         [], "--set", help="Override a config field: a.b=c (repeatable)."
     ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Validate, clean, deduplicate, split and check leakage; write the dataset directory and report."""
-    manifest = prepare(load_data_config(config, set_), out)
+    manifest = prepare(load_data_config(config, set_), out, progress=not as_json)
     counts = manifest.counts
+    if as_json:
+        print_json(console, {"out": str(out), "counts": counts, "tokens": manifest.tokens})
+        return
     table = Table("", "rows", title=f"Dataset {out}")
     table.add_row("input", f"{counts['input']:,}")
     for split, rows in counts["kept_by_split"].items():

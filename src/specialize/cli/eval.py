@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from specialize.artifacts import delta_text
+from specialize.cli.output import print_json
 from specialize.errors import ConfigError
 from specialize.evaluate.evaluation import run_eval
 from specialize.evaluate.metrics import GENERATIVE_METRICS, LIKELIHOOD_METRICS
@@ -42,6 +43,9 @@ def register(app: typer.Typer) -> None:
         conform_layout: bool = typer.Option(
             False, help="Lay items out as the adapter's training rows (the prompt-format fix)."
         ),
+        as_json: bool = typer.Option(
+            False, "--json", help="Print the summaries as JSON (items stay in eval.json)."
+        ),
     ) -> None:
         """Score a model on an eval file and/or the retention suite; every item goes to eval.json."""
         if data is None and suite is None:
@@ -61,8 +65,20 @@ def register(app: typer.Typer) -> None:
             progress=progress,
             conform_layout=conform_layout,
         )
+        if as_json:
+            print_json(console, _summaries(report, out))
+            return
         _print(report)
         console.print(f"eval.json: {out}")
+
+
+def _summaries(report: dict, out: Path) -> dict:
+    """The report without its per-item rows (those are in eval.json)."""
+    task = report.get("task")
+    slim = {k: v for k, v in report.items() if k not in ("task",)}
+    if task:
+        slim["task"] = {k: v for k, v in task.items() if k != "items"}
+    return {**slim, "eval_json": str(out)}
 
 
 def _print(report: dict) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from specialize.cli.output import print_json
 from specialize.ladder.config import load_ladder
 from specialize.ladder.report import ladder_table, verdict
 from specialize.ladder.run import run_ladder
@@ -23,9 +24,13 @@ def register(app: typer.Typer) -> None:
         ),
         set_: list[str] = typer.Option([], "--set", help="Override a field: a.b=value."),
         progress: bool = typer.Option(True, help="Show progress bars."),
+        as_json: bool = typer.Option(False, "--json", help="Print ladder.json's content."),
     ) -> None:
         """Climb the ladder and say which rung is worth it, with a paired test on the same items."""
-        report = run_ladder(load_ladder(config, set_), out, progress=progress)
+        report = run_ladder(load_ladder(config, set_), out, progress=progress and not as_json)
+        if as_json:
+            print_json(console, report)
+            return
         console.print(ladder_table(report))
         for name, task in report["tasks"].items():
             console.print(f"{name}: {verdict(task['decision'])}: {task['decision']['reason']}")

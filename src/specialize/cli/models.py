@@ -6,6 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from specialize.cli.output import print_json, print_table
 from specialize.models.catalog import CATALOG
 from specialize.models.loading import model_info
 from specialize.models.materialize import is_materialised, materialised_path, pull
@@ -15,15 +16,19 @@ console = Console()
 
 
 @app.command("list")
-def list_models() -> None:
+def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List catalog aliases and whether each is materialised."""
-    table = Table("alias", "description", "license", "materialised")
+    rows = []
     for alias, entry in CATALOG.items():
         path = materialised_path(alias)
-        table.add_row(
-            alias, entry.description, entry.license, str(path) if is_materialised(path) else "no"
+        rows.append(
+            [alias, entry.description, entry.license, str(path) if is_materialised(path) else "no"]
         )
-    console.print(table)
+    columns = ["alias", "description", "license", "materialised"]
+    if as_json:
+        print_json(console, [dict(zip(columns, r, strict=True)) for r in rows])
+        return
+    print_table(console, columns, rows)
 
 
 @app.command("pull")
@@ -39,9 +44,13 @@ def pull_model(
 @app.command("info")
 def info(
     ref: str = typer.Argument(..., help="Alias, local model directory, .gguf file or hub id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Describe a model: architecture, parameters, dtype, context, chat template, size, hash."""
     found = model_info(ref)
+    if as_json:
+        print_json(console, found.__dict__)
+        return
     table = Table(show_header=False)
     rows = [
         ("reference", found.ref),

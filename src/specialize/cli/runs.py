@@ -108,6 +108,7 @@ def show_cmd(run: str = typer.Argument(..., help="Run id, name or directory.")) 
 def compare_cmd(
     runs: list[str] = typer.Argument(..., help="Two or more runs (id, name or directory)."),
     out: Path = typer.Option(Path("compare.html"), help="Where to write the comparison page."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Config differences and outcome deltas side by side; the page overlays the curves."""
     if len(runs) < 2:
@@ -117,6 +118,10 @@ def compare_cmd(
     from specialize.track.report import compare_page
 
     comparison = track_runs.compare(runs)
+    if as_json:
+        atomic_write_text(out, compare_page(comparison))
+        console.print_json(json.dumps({**comparison, "page": str(out)}, default=str))
+        return
     names = [f"{r['name']} ({r['id'][:8]})" for r in comparison["runs"]]
     differences = Table(title="What differed")
     for column in ["field", *names]:

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from specialize.adapters.registry import register_finished
 from specialize.artifacts import delta_text
+from specialize.cli.output import print_json
 from specialize.errors import ConfigError
 from specialize.train.config import load_recipe
 from specialize.train.run import resume, train
@@ -27,17 +28,23 @@ def register(app: typer.Typer) -> None:
             None, "--resume", help="Continue this run directory after an interruption."
         ),
         progress: bool = typer.Option(True, help="Show the progress bar."),
+        as_json: bool = typer.Option(
+            False, "--json", help="Print the run record (run.json) as JSON."
+        ),
     ) -> None:
         """Train a model from a recipe (LoRA by default), or resume an interrupted run."""
         if (recipe is None) == (resume_dir is None):
             raise ConfigError(["give a recipe file, or --resume RUN_DIR (not both)"])
         run = (
-            resume(resume_dir, progress=progress)
+            resume(resume_dir, progress=progress and not as_json)
             if resume_dir
-            else train(load_recipe(recipe, set_), progress=progress)
+            else train(load_recipe(recipe, set_), progress=progress and not as_json)
         )
         entry = register_finished(run.path)  # train sits below adapters: the caller registers
         record = run.record()
+        if as_json:
+            print_json(console, {"run": str(run.path), **record.to_dict()})
+            return
         outcome = record.outcome
         console.print(f"run: {run.path}")
         console.print(f"{outcome.get('stop_reason', '')}")

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from specialize.config import Config, load_config
+from specialize.data.templates import NAMED_TEMPLATES
 from specialize.models.catalog import DEFAULT_MODEL
 
 KindName = Literal[
@@ -15,9 +16,46 @@ KindName = Literal[
 ]
 
 
+class ColumnsConfig(Config):
+    """Which field of the user's rows holds what (null: the usual name). See docs in data/layouts.py."""
+
+    messages: str | None = Field(
+        None, description="Field with the conversation (default messages, or conversations)."
+    )
+    role: str | None = Field(None, description="Message key with the speaker (default role/from).")
+    content: str | None = Field(
+        None, description="Message key with the text (default content/value)."
+    )
+    system: str | None = Field(None, description="Field with a system prompt for the row.")
+    tools: str | None = Field(None, description="Field with the OpenAI tool schemas (default tools).")
+    prompt: str | None = Field(None, description="Field with the prompt (default prompt).")
+    answer: str | None = Field(
+        None, description="Field with the answer (default completion, or output with instruction)."
+    )
+    chosen: str | None = Field(None, description="Field with the preferred answer.")
+    rejected: str | None = Field(None, description="Field with the dispreferred answer.")
+    images: str | None = Field(None, description="Field with the row's image paths (default images).")
+    audio: str | None = Field(None, description="Field with the row's audio paths (default audios).")
+
+
 class SourceConfig(Config):
     path: str = Field(
-        ..., description="A jsonl/json/csv/parquet file or a folder of .txt/.md files."
+        ...,
+        description=(
+            "A jsonl/json/csv/parquet/arrow file, a datasets.save_to_disk folder, "
+            "or a folder of .txt/.md files."
+        ),
+    )
+    columns: ColumnsConfig = Field(
+        default_factory=ColumnsConfig, description="Which of your fields holds what."
+    )
+    roles: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra role tags mapped to system/user/assistant/tool, e.g. {bot: assistant}.",
+    )
+    train_history: bool = Field(
+        True,
+        description="Alpaca history turns: train on their answers too (false: context only).",
     )
     kind: KindName = Field("auto", description="Record kind; auto detects it from the first row.")
     split: Literal["auto", "train", "val", "test"] = Field(
@@ -28,6 +66,14 @@ class SourceConfig(Config):
         gt=0,
         description="Share of the train split drawn from this source (mixing); all sources or none.",
     )
+
+    @model_validator(mode="after")
+    def _role_targets(self) -> SourceConfig:
+        allowed = ("system", "user", "assistant", "tool", "function_call")
+        for tag, role in self.roles.items():
+            if role not in allowed:
+                raise ValueError(f"roles.{tag}: {role!r} is not one of {', '.join(allowed)}")
+        return self
 
 
 class SplitConfig(Config):
@@ -65,8 +111,30 @@ class CleanConfig(Config):
     min_tokens: int = Field(0, ge=0, description="Drop rows with fewer tokens than this.")
     pii: Literal["keep", "mask", "drop"] = Field(
         "mask",
-        description="Personal data (e-mail, phone, IBAN, card): keep and report, mask, or drop the row.",
+        description=(
+            "Personal data (e-mail, phone, IBAN, card, national id, names if pii_names): "
+            "keep and report, mask, or drop the row."
+        ),
     )
+    phone_regions: list[str] = Field(
+        ["SE", "NO", "DK", "FI", "DE", "GB", "US"],
+        description="Regions whose national phone formats are recognised (phonenumbers codes).",
+    )
+    pii_names: bool = Field(
+        False,
+        description="Also find names of people (titles and common given names + a capitalised word).",
+    )
+
+    @model_validator(mode="after")
+    def _known_regions(self) -> CleanConfig:
+        import phonenumbers
+
+        unknown = [r for r in self.phone_regions if r not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(
+                f"phone_regions: {unknown[0]!r} is not a region code (two letters, e.g. SE, GB)"
+            )
+        return self
     too_long: Literal["drop", "keep"] = Field(
         "drop", description="Rows longer than max_length: drop, or keep (training truncates them)."
     )
@@ -114,6 +182,10 @@ class DataConfig(Config):
         description="Model whose tokenizer measures lengths; null skips token checks.",
     )
     max_length: int = Field(2048, gt=0, description="Longest row in tokens.")
+    chat_template: str | None = Field(
+        None,
+        description="Override the model's chat template: a named one (chatml, chatml-tools) or a .jinja file.",
+    )
     split: SplitConfig = Field(default_factory=SplitConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
     leakage: LeakageConfig = Field(default_factory=LeakageConfig)
@@ -139,6 +211,8 @@ def load_data_config(path: str | Path, overrides: list[str] | None = None) -> Da
     for source in config.sources:
         source.path = str(_resolve(base, source.path))
     config.leakage.eval_files = [str(_resolve(base, p)) for p in config.leakage.eval_files]
+    if config.chat_template and config.chat_template not in NAMED_TEMPLATES:
+        config.chat_template = str(_resolve(base, config.chat_template))
     return config
 
 

@@ -11,6 +11,7 @@ import re
 import unicodedata
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from datasketch import MinHash, MinHashLSH
@@ -107,7 +108,12 @@ def _luhn_valid(candidate: str) -> bool:
     return 13 <= len(digits) <= 19 and total % 10 == 0
 
 
+_DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{4}")
+
+
 def _phone_valid(candidate: str) -> bool:
+    if _DATE.fullmatch(candidate.strip()):
+        return False  # 2023-11-15 has a phone number's digits
     digits = re.sub(r"\D", "", candidate)
     # Dates, amounts and years are digit runs too; a phone number has 8-15 digits and a
     # separator or a leading + or 0 (national trunk prefix).
@@ -116,35 +122,155 @@ def _phone_valid(candidate: str) -> bool:
     )
 
 
-# (kind, pattern, validator, mask); checked in this order, so a card number is not also a phone.
+# (kind, pattern, validator, mask) of the regex detectors.
 PII_PATTERNS: list[tuple[str, re.Pattern, Callable[[str], bool], str]] = [
     ("email", _EMAIL, lambda s: True, "[EMAIL]"),
     ("iban", _IBAN, _iban_valid, "[IBAN]"),
     ("card", _CARD, _luhn_valid, "[CARD]"),
     ("phone", _PHONE, _phone_valid, "[PHONE]"),
 ]
+# National identity numbers, checked with python-stdnum (dates and check digits, not just shape).
+# Nordic numbers need their separator (YYMMDD-NNNN), US numbers their dashes, so that order
+# numbers and amounts are not taken for people; Swedish 12-digit numbers are also accepted.
+_NORDIC_ID = re.compile(
+    r"(?<![\w-])(?:\d{8}|\d{6})[-+A]\d{3}[\dA-Z](?![\w-])|(?<!\d)(?:19|20)\d{10}(?!\d)"
+)
+_NORWEGIAN_ID = re.compile(r"(?<![\w-])\d{6} ?\d{5}(?![\w-])")
+_US_SSN = re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])")
+NATIONAL_IDS = ("se.personnummer", "fi.hetu", "dk.cpr", "no.fodselsnummer", "us.ssn")
+DEFAULT_PHONE_REGIONS = ("SE", "NO", "DK", "FI", "DE", "GB", "US")
+# Titles and common given names (Nordic and English) followed by a capitalised word: a simple,
+# high-precision, low-recall detector for names of people (no model, no download). Optional.
+_TITLES = r"(?:Mr|Mrs|Ms|Miss|Dr|Prof|Herr|Fru|Fröken|Frau)\.?"
+_UPPER_WORD = r"[A-ZÅÄÖÆØÉÜ][a-zåäöæøéüß]+(?:-[A-ZÅÄÖÆØÉÜ][a-zåäöæøéüß]+)?"
 
 
-def find_pii(text: str) -> list[tuple[str, str]]:
+@dataclass(frozen=True)
+class PiiOptions:
+    """What to look for beyond e-mail, IBAN, card and phone shapes."""
+
+    phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS  # phonenumbers regions, checked in order
+    names: bool = False  # the optional names-of-people detector
+
+
+@dataclass(frozen=True)
+class PiiHit:
+    kind: str  # email, iban, national_id, card, phone, name
+    text: str
+    detail: str  # e.g. se.personnummer, phone region SE, or the kind again
+
+
+_MASKS = {
+    "email": "[EMAIL]",
+    "iban": "[IBAN]",
+    "national_id": "[NATIONAL_ID]",
+    "card": "[CARD]",
+    "phone": "[PHONE]",
+    "name": "[NAME]",
+}
+
+
+def pii_hits(text: str, options: PiiOptions | None = None) -> tuple[list[PiiHit], str]:
+    """Return every piece of personal data found and the text with each masked.
+
+    Detectors run in order (e-mail, IBAN, national id, card, phone by region, phone shape,
+    names), each on the text the earlier ones masked, so one number counts once.
+    """
+    options = options or PiiOptions()
+    hits: list[PiiHit] = []
+    for kind, find in _detectors(options):
+        spans = find(text)
+        hits += [PiiHit(kind, text[a:b], detail) for a, b, detail in spans]
+        for a, b, _ in sorted(spans, reverse=True):
+            text = text[:a] + _MASKS[kind] + text[b:]
+    return hits, text
+
+
+def find_pii(text: str, options: PiiOptions | None = None) -> list[tuple[str, str]]:
     """Return (kind, matched text) for each piece of personal data found."""
-    found = []
-    for kind, pattern, valid, mask in PII_PATTERNS:
-        for match in pattern.finditer(text):
-            if valid(match.group()):
-                found.append((kind, match.group()))
-        text = _mask_kind(text, pattern, valid, mask)
-    return found
+    return [(hit.kind, hit.text) for hit in pii_hits(text, options)[0]]
 
 
-def mask_pii(text: str) -> str:
+def mask_pii(text: str, options: PiiOptions | None = None) -> str:
     """Return text with every piece of personal data replaced by a [KIND] placeholder."""
-    for _, pattern, valid, mask in PII_PATTERNS:
-        text = _mask_kind(text, pattern, valid, mask)
-    return text
+    return pii_hits(text, options)[1]
 
 
-def _mask_kind(text: str, pattern: re.Pattern, valid: Callable[[str], bool], mask: str) -> str:
-    return pattern.sub(lambda m: mask if valid(m.group()) else m.group(), text)
+def _detectors(options: PiiOptions) -> list[tuple[str, Callable[[str], list]]]:
+    regex = {kind: (pattern, valid) for kind, pattern, valid, _ in PII_PATTERNS}
+    detectors = [
+        ("email", _regex_spans(*regex["email"])),
+        ("iban", _regex_spans(*regex["iban"])),
+        ("national_id", _national_ids),
+        ("card", _regex_spans(*regex["card"])),
+    ]
+    if options.phone_regions:
+        detectors.append(("phone", lambda text: _phones(text, options.phone_regions)))
+    detectors.append(("phone", _regex_spans(*regex["phone"])))
+    if options.names:
+        detectors.append(("name", _names))
+    return detectors
+
+
+def _regex_spans(pattern: re.Pattern, valid: Callable[[str], bool]):
+    def find(text: str) -> list[tuple[int, int, str]]:
+        return [(m.start(), m.end(), "") for m in pattern.finditer(text) if valid(m.group())]
+
+    return find
+
+
+def _national_ids(text: str) -> list[tuple[int, int, str]]:
+    import importlib
+
+    spans = []
+    checks = (
+        (_NORDIC_ID, NATIONAL_IDS[:3]),
+        (_NORWEGIAN_ID, NATIONAL_IDS[3:4]),
+        (_US_SSN, NATIONAL_IDS[4:]),
+    )
+    for pattern, modules in checks:
+        for match in pattern.finditer(text):
+            for name in modules:
+                module = importlib.import_module(f"stdnum.{name}")
+                if module.is_valid(match.group()):
+                    spans.append((match.start(), match.end(), name))
+                    break
+    return spans
+
+
+def _phones(text: str, regions: tuple[str, ...]) -> list[tuple[int, int, str]]:
+    """Numbers valid for one of the regions (national formats), found with phonenumbers."""
+    import phonenumbers
+
+    spans: list[tuple[int, int, str]] = []
+    for region in regions:
+        for match in phonenumbers.PhoneNumberMatcher(
+            text, region, leniency=phonenumbers.Leniency.VALID
+        ):
+            if any(a < match.end and match.start < b for a, b, _ in spans):
+                continue
+            if _DATE.fullmatch(match.raw_string.strip()):
+                continue
+            where = phonenumbers.region_code_for_number(match.number) or region
+            spans.append((match.start, match.end, f"phone:{where}"))
+    return spans
+
+
+def _names(text: str) -> list[tuple[int, int, str]]:
+    given = "|".join(sorted(_given_names(), key=len, reverse=True))
+    pattern = re.compile(
+        rf"\b(?:{_TITLES}\s+{_UPPER_WORD}(?:\s+{_UPPER_WORD})?|(?:{given})\s+{_UPPER_WORD})\b"
+    )
+    return [(m.start(), m.end(), "name") for m in pattern.finditer(text)]
+
+
+def _given_names() -> list[str]:
+    from importlib.resources import files
+
+    listing = files("specialize.data").joinpath("given_names.txt").read_text(encoding="utf-8")
+    return [
+        line.strip() for line in listing.splitlines() if line.strip() and not line.startswith("#")
+    ]
 
 
 # --- duplicates ---------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Readers never raise on bad content: a line that is not UTF-8 or not JSON becomes a row carrying
 that problem, so validation can count it and carry on. Memory stays flat for jsonl, csv, parquet
-and text folders; a `.json` file is one document and is parsed whole.
+and text folders; a `.json` file is one document and is parsed whole. A folder written by
+`datasets.save_to_disk` (a Dataset, or a DatasetDict whose splits are read in turn) and an
+`.arrow` file are memory-mapped Arrow, read in batches; their rows are numbered from 1 per split.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from specialize.errors import UserFileError
 
 TEXT_SUFFIXES = (".txt", ".md")
-FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".arrow")
 
 
 @dataclass
@@ -41,7 +43,10 @@ def read_rows(path: str | Path) -> Iterator[RawRow]:
     if not path.exists():
         raise UserFileError("not found", where=str(path), fix="check the path")
     if path.is_dir():
-        yield from _read_text_folder(path)
+        if is_saved_dataset(path):
+            yield from _read_saved_dataset(path)
+        else:
+            yield from _read_text_folder(path)
         return
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
@@ -159,6 +164,66 @@ def _read_parquet(path: Path) -> Iterator[RawRow]:
             yield RawRow(str(path), number, record)
 
 
+def is_saved_dataset(folder: Path) -> bool:
+    """True for a folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
+    return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
+
+
+def _read_saved_dataset(folder: Path) -> Iterator[RawRow]:
+    if (folder / "dataset_dict.json").is_file():
+        try:
+            splits = json.loads((folder / "dataset_dict.json").read_text())["splits"]
+        except (ValueError, KeyError) as exc:
+            raise UserFileError(
+                f"unreadable dataset_dict.json ({exc})", where=str(folder / "dataset_dict.json")
+            ) from None
+        for split in splits:
+            yield from _read_saved_dataset(folder / split)
+        return
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        files = [folder / f["filename"] for f in state["_data_files"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserFileError(
+            f"unreadable state.json ({exc})",
+            where=str(folder / "state.json"),
+            fix="write the folder with datasets' save_to_disk",
+        ) from None
+    number = 0
+    for file in files:
+        for record in _arrow_records(file):
+            number += 1
+            yield RawRow(str(folder), number, record)
+
+
+def _read_arrow(path: Path) -> Iterator[RawRow]:
+    for number, record in enumerate(_arrow_records(path), start=1):
+        yield RawRow(str(path), number, record)
+
+
+def _arrow_records(path: Path) -> Iterator[dict]:
+    """Records of an Arrow file: the stream format `datasets` writes, or the IPC file format."""
+    import pyarrow as pa
+
+    if not path.is_file():
+        raise UserFileError("not found", where=str(path), fix="check the dataset folder is complete")
+    try:
+        with pa.memory_map(str(path)) as source:
+            try:
+                reader = pa.ipc.open_stream(source)
+                batches = iter(reader)
+            except pa.ArrowInvalid:
+                source.seek(0)
+                file_reader = pa.ipc.open_file(source)
+                batches = (file_reader.get_batch(i) for i in range(file_reader.num_record_batches))
+            for batch in batches:
+                yield from batch.to_pylist()
+    except pa.ArrowInvalid as exc:
+        raise UserFileError(
+            f"cannot read Arrow data ({exc})", where=str(path), fix="check the file is Arrow"
+        ) from None
+
+
 def _read_text_folder(folder: Path) -> Iterator[RawRow]:
     files = sorted(
         p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES
@@ -181,4 +246,5 @@ _READERS = {
     ".json": _read_json,
     ".csv": _read_csv,
     ".parquet": _read_parquet,
+    ".arrow": _read_arrow,
 }

@@ -26,14 +26,16 @@ from specialize.artifacts import (
 from specialize.data.config import DataConfig, SourceConfig
 from specialize.data.curate import (
     NearDuplicateIndex,
+    PiiOptions,
     dedup_key,
-    find_pii,
     map_texts,
     mask_pii,
     normalise_text,
+    pii_hits,
     quality_problem,
 )
 from specialize.data.formats import RawRow
+from specialize.data.layouts import LayoutOptions
 from specialize.data.leakage import LeakIndex
 from specialize.data.mixing import mix_sources
 from specialize.data.records import full_text
@@ -66,6 +68,8 @@ class Ledger:
     rejects: list[dict] = field(default_factory=list)
     changes: list[dict] = field(default_factory=list)
     warnings: Counter = field(default_factory=Counter)
+    pii: Counter = field(default_factory=Counter)  # rows with each kind of personal data
+    pii_detail: Counter = field(default_factory=Counter)  # ... by id scheme / phone region
 
     def reject(self, where: str, reason: str, detail: str, row: Any) -> None:
         self.rejects.append({"where": where, "reason": reason, "detail": detail, "row": row})
@@ -83,7 +87,7 @@ def prepare(
     in the manifest so that readers tell replay from task data without looking at paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _tokenizer(config.model)
+    tokenizer = _tokenizer(config.model, config.chat_template)
     limit = LengthLimit(tokenizer, config.max_length) if tokenizer is not None else None
     ledger = Ledger()
     inputs, candidates = [], []
@@ -126,7 +130,7 @@ def _read_source(
 ) -> tuple[list[Candidate], Counter]:
     rows: list[Candidate] = []
     kinds: Counter = Counter()
-    checked_rows = check_file(source.path, source.kind, limit)
+    checked_rows = check_file(source.path, source.kind, limit, LayoutOptions.from_source(source))
     for checked in tqdm(
         checked_rows, desc=f"reading {Path(source.path).name}", unit=" rows", disable=not progress
     ):
@@ -183,14 +187,17 @@ def _clean(row: dict, where: str, config: DataConfig, ledger: Ledger) -> dict | 
         if normalised != row:
             ledger.change(where, "normalised", "unicode/whitespace normalised")
             row = normalised
-    pii = find_pii(full_text(row))
+    options = PiiOptions(tuple(clean.phone_regions), clean.pii_names)
+    pii, _ = pii_hits(full_text(row), options)
     if pii:
-        kinds = sorted({kind for kind, _ in pii})
+        kinds = sorted({hit.kind for hit in pii})
+        ledger.pii.update(kinds)
+        ledger.pii_detail.update({hit.detail for hit in pii if hit.detail not in ("", hit.kind)})
         if clean.pii == "drop":
             ledger.reject(where, "personal_data", f"contains {', '.join(kinds)}", row)
             return None
         if clean.pii == "mask":
-            row = map_texts(row, mask_pii)
+            row = map_texts(row, lambda text: mask_pii(text, options))
             ledger.change(where, "pii_masked", f"masked {', '.join(kinds)}")
         else:
             ledger.change(where, "pii_kept", f"contains {', '.join(kinds)} (pii: keep)")
@@ -472,6 +479,8 @@ def _counts(inputs: list[dict], splits: dict[str, list[Candidate]], ledger: Ledg
         "rejected_by_reason": dict(Counter(r["reason"] for r in ledger.rejects).most_common()),
         "changed_by_reason": dict(Counter(c["reason"] for c in ledger.changes).most_common()),
         "warnings_by_category": dict(ledger.warnings.most_common()),
+        "pii_rows_by_kind": dict(ledger.pii.most_common()),
+        "pii_rows_by_detail": dict(ledger.pii_detail.most_common()),
     }
     # The invariant the whole stage exists for; a failure here is a bug, not a user error.
     if counts["input"] != counts["kept"] + counts["rejected"]:
@@ -511,9 +520,11 @@ def _describe_input(source: SourceConfig, kinds: Counter) -> dict:
     }
 
 
-def _tokenizer(model: str | None):
+def _tokenizer(model: str | None, chat_template: str | None = None):
     if model is None:
         return None
+    from specialize.data.templates import resolve_chat_template, use_chat_template
     from specialize.models.loading import load_tokenizer
 
-    return load_tokenizer(model)
+    template = resolve_chat_template(chat_template) if chat_template else None
+    return use_chat_template(load_tokenizer(model), template, "data config chat_template")

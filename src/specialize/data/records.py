@@ -13,6 +13,7 @@ Other top-level keys (ids, group keys, tags) are kept as they are.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,15 @@ from typing import Any
 from specialize.data.media import check_media
 
 KINDS = ("text", "chat", "instruction", "prompt_completion", "preference", "multimodal")
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 MEDIA_TYPES = ("image", "audio")
-# Keys of the OpenAI format that specialize does not train on: ignored, with a warning.
-IGNORED_TOOL_KEYS = ("tools", "functions", "tool_calls", "function_call", "parallel_tool_calls")
-_KNOWN_MESSAGE_KEYS = {"role", "content", "weight", "name", *MEDIA_TYPES, "images", "audios"}
+# Legacy OpenAI function-calling keys that specialize does not train on: ignored, with a warning.
+# (Current tool calling, "tools" on the row and "tool_calls" on assistant messages, is trained.)
+IGNORED_TOOL_KEYS = ("functions", "function_call", "parallel_tool_calls")
+_TOOL_MESSAGE_KEYS = {"tool_calls", "tool_call_id"}
+_KNOWN_MESSAGE_KEYS = {
+    "role", "content", "weight", "name", *MEDIA_TYPES, "images", "audios", *_TOOL_MESSAGE_KEYS
+}
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,8 @@ class RowChecker:
         if checked is None:
             return None
         row: dict[str, Any] = {"messages": checked}
+        if value.get("tools"):
+            row["tools"] = value["tools"]  # validated by layouts.normalise
         media = self._collect_media(checked)
         if media.get("image"):
             row["images"] = media["image"]
@@ -224,10 +231,17 @@ class RowChecker:
         for key in sorted(set(message) - _KNOWN_MESSAGE_KEYS):
             ignored = "tool calls are not trained on" if key in IGNORED_TOOL_KEYS else "unknown key"
             self._warn("ignored_field", f"{path}.{key}", f"{ignored}; ignored")
-        content = self._content(message, path)
+        if message.get("tool_calls") and role != "assistant":
+            self._error("bad_tool_call", f"{path}.tool_calls", "only assistant messages call tools")
+            return None
+        if message.get("tool_calls") and message.get("content") in (None, ""):
+            content: str | list | None = ""  # a turn that only calls tools has no text
+        else:
+            content = self._content(message, path)
         if content is None:
             return None
         out: dict[str, Any] = {"role": role, "content": content}
+        out.update({k: message[k] for k in sorted(_TOOL_MESSAGE_KEYS) if message.get(k)})
         if "weight" in message:
             weight = message["weight"]
             if weight not in (0, 1) or isinstance(weight, bool):
@@ -299,6 +313,10 @@ class RowChecker:
                     "turn_order", f"{field}[{index}].role", "a system message may only come first"
                 )
                 return
+        if "tool" in roles or any(m.get("tool_calls") for m in messages):
+            roles = self._check_tool_turns(messages, field)
+            if roles is None:
+                return
         turns = roles[1:] if roles[0] == "system" else roles
         if rule == "answer":
             if turns != ["assistant"]:
@@ -328,6 +346,41 @@ class RowChecker:
                 f"{field}[{len(roles) - 1}].role",
                 "a prompt should end with the user's message",
             )
+
+    def _check_tool_turns(self, messages: list[dict], field: str) -> list[str] | None:
+        """Tool results must answer an assistant's tool call; return the roles without them.
+
+        user, assistant(tool_calls), tool, tool, assistant reads as one user and one assistant turn.
+        """
+        roles: list[str] = []
+        calling = answered = False
+        for index, message in enumerate(messages):
+            role = message["role"]
+            if role == "tool":
+                if not calling:
+                    self._error(
+                        "turn_order",
+                        f"{field}[{index}].role",
+                        "a tool message must follow an assistant message with tool_calls",
+                    )
+                    return None
+                answered = True
+                continue
+            if calling and not answered:
+                self._error(
+                    "turn_order",
+                    f"{field}[{index}].role",
+                    "the assistant's tool calls before this message get no tool results",
+                )
+                return None
+            if role == "assistant" and calling:
+                calling = bool(message.get("tool_calls"))
+                answered = False
+                continue  # the same assistant turn, continued after the tool results
+            answered = False
+            calling = role == "assistant" and bool(message.get("tool_calls"))
+            roles.append(role)
+        return roles  # a conversation may end on a tool call: that teaches the call
 
     def _collect_media(self, messages: list[dict]) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
@@ -370,8 +423,8 @@ class RowChecker:
 
 _CONSUMED = {
     "text": {"text"},
-    "chat": {"messages"},
-    "multimodal": {"messages", "images", "audios"},
+    "chat": {"messages", "tools"},
+    "multimodal": {"messages", "images", "audios", "tools"},
     "instruction": {"instruction", "input", "output", "system"},
     "prompt_completion": {"prompt", "completion"},
     "preference": {"prompt", "chosen", "rejected"},
@@ -450,12 +503,19 @@ def answer_messages(answer: str | list) -> list[dict]:
     if isinstance(answer, list):
         return [dict(m) for m in answer]
     return [{"role": "assistant", "content": answer}]
+def _turn_text(message: dict) -> str:
+    """A message's text, with its tool calls written out (a call-only turn is not empty)."""
+    calls = [
+        f"{c['function']['name']}({json.dumps(c['function'].get('arguments', {}), ensure_ascii=False)})"
+        for c in message.get("tool_calls") or []
+    ]
+    return "\n".join([_message_text(message["content"]), *calls]).strip()
 
 
 def answer_texts(row: dict) -> list[str]:
     """Return the texts the model learns to produce (assistant turns, completion, chosen)."""
     if "messages" in row:
-        return [_message_text(m["content"]) for m in row["messages"] if m["role"] == "assistant"]
+        return [_turn_text(m) for m in row["messages"] if m["role"] == "assistant"]
     if "completion" in row:
         return [row["completion"]]
     if "chosen" in row:
@@ -466,7 +526,7 @@ def answer_texts(row: dict) -> list[str]:
 def full_text(row: dict) -> str:
     """Return every trained-on text field of a row joined, for duplicate detection."""
     if "messages" in row:
-        return "\n".join(f"{m['role']}: {_message_text(m['content'])}" for m in row["messages"])
+        return "\n".join(f"{m['role']}: {_turn_text(m)}" for m in row["messages"])
     if "chosen" in row:
         return "\n".join(_as_text(row[k]) for k in ("prompt", "chosen", "rejected"))
     if "completion" in row:

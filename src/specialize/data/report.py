@@ -52,6 +52,7 @@ def write_data_report(
             else "",
         ),
         _generated_section(counts.get("generated")),
+        _pii_section(counts),
         _token_section(manifest, splits),
         _leakage_section(manifest),
         _samples_section(ledger),
@@ -140,3 +141,14 @@ def _samples_section(ledger: Ledger) -> str:
             parts.append(html.paragraph(f"{reason} - {record['where']}: {record['detail']}"))
             parts.append(html.pre(row[:1500]))
     return html.section("Sample rejected rows", *parts)
+
+
+def _pii_section(counts: dict) -> str:
+    """Rows with personal data, by kind and by id scheme / phone region (before masking)."""
+    by_kind = counts.get("pii_rows_by_kind") or {}
+    if not by_kind:
+        return html.section("Personal data", html.paragraph("No personal data found."))
+    rows = list(by_kind.items()) + [
+        (f"  {detail}", n) for detail, n in (counts.get("pii_rows_by_detail") or {}).items()
+    ]
+    return html.section("Personal data (rows, before masking)", html.table(["kind", "rows"], rows))

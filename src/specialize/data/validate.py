@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from specialize.data.formats import RawRow, read_rows
+from specialize.data.layouts import LayoutOptions, normalise
 from specialize.data.records import KINDS, Defect, RowChecker, detect_kind, same_family
 from specialize.data.templates import count_tokens
 from specialize.errors import DataError
 
 EXPECTED_KEYS = (
-    "messages (chat), instruction+output, prompt+completion, prompt+chosen+rejected, or text"
+    "messages (chat), conversations (ShareGPT), instruction+output, prompt+completion, "
+    "prompt+chosen+rejected, input+preferred_output+non_preferred_output, or text "
+    "(other names: map them with the source's columns)"
 )
 
 
@@ -30,6 +33,7 @@ class CheckedRow:
     row: dict | None
     defects: list[Defect]
     tokens: int | None = None
+    layout: str | None = None  # the layout it came in, when not one of our kinds (layouts.py)
 
     @property
     def errors(self) -> list[Defect]:
@@ -45,9 +49,15 @@ class LengthLimit:
 
 
 def check_file(
-    path: str | Path, kind: str = "auto", limit: LengthLimit | None = None
+    path: str | Path,
+    kind: str = "auto",
+    limit: LengthLimit | None = None,
+    layout: LayoutOptions | None = None,
 ) -> Iterator[CheckedRow]:
-    """Yield every row of `path` validated; a row of another kind than the file's is a defect."""
+    """Yield every row of `path` validated; a row of another kind than the file's is a defect.
+
+    Rows in another tool's layout (ShareGPT, OpenAI DPO, ...) are normalised first (layouts.py).
+    """
     if kind != "auto" and kind not in KINDS:
         raise DataError(
             f"unknown record kind {kind!r}", fix=f"use auto or one of {', '.join(KINDS)}"
@@ -61,12 +71,15 @@ def check_file(
             category, message = raw.problem
             yield CheckedRow(raw, None, None, [Defect(category, raw.where, "", message)])
             continue
-        row_kind = detect_kind(raw.value)
+        normalised = normalise(raw.value, raw.where, layout)
+        if normalised.failed:
+            yield CheckedRow(raw, None, None, normalised.defects, layout=normalised.layout)
+            continue
+        value = normalised.value
+        row_kind = detect_kind(value)
         if kind == "auto":
             if row_kind is None:
-                keys = (
-                    sorted(raw.value) if isinstance(raw.value, dict) else type(raw.value).__name__
-                )
+                keys = sorted(value) if isinstance(value, dict) else type(value).__name__
                 message = f"cannot tell the record kind from keys {keys}; expected {EXPECTED_KEYS}"
                 yield CheckedRow(raw, None, None, [Defect("unknown_kind", raw.where, "", message)])
                 continue
@@ -81,12 +94,17 @@ def check_file(
         use_kind = row_kind if kind == "auto" else kind
         if kind == "chat" and row_kind == "multimodal":
             use_kind = "multimodal"
-        yield _check_row(raw, use_kind, media_root, limit)
+        checked = _check_row(raw, value, use_kind, media_root, limit)
+        checked.layout = normalised.layout
+        checked.defects[:0] = normalised.defects
+        yield checked
 
 
-def _check_row(raw: RawRow, kind: str, media_root: Path, limit: LengthLimit | None) -> CheckedRow:
+def _check_row(
+    raw: RawRow, value, kind: str, media_root: Path, limit: LengthLimit | None
+) -> CheckedRow:
     checker = RowChecker(kind, raw.where, media_root)
-    row = checker.convert(raw.value)
+    row = checker.convert(value)
     checked = CheckedRow(raw, kind, row, checker.defects)
     if row is not None and limit is not None:
         checked.tokens = count_tokens(limit.tokenizer, row)
@@ -104,6 +122,7 @@ class CheckSummary:
     rows: int = 0
     valid: int = 0
     kinds: Counter = field(default_factory=Counter)
+    layouts: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     warnings: Counter = field(default_factory=Counter)
     samples: dict[str, list[Defect]] = field(default_factory=dict)
@@ -113,6 +132,8 @@ class CheckSummary:
         self.valid += checked.row is not None
         if checked.kind:
             self.kinds[checked.kind] += 1
+        if checked.layout:
+            self.layouts[checked.layout] += 1
         for defect in checked.defects:
             counter = self.errors if defect.severity == "error" else self.warnings
             counter[defect.category] += 1
@@ -134,11 +155,12 @@ def check_files(
     kind: str = "auto",
     limit: LengthLimit | None = None,
     on_defect: Callable[[Defect], None] | None = None,
+    layout: LayoutOptions | None = None,
 ) -> CheckSummary:
     """Return counts over every row of every file; `on_defect` sees each defect as it is found."""
     summary = CheckSummary()
     for path in paths:
-        for checked in check_file(path, kind, limit):
+        for checked in check_file(path, kind, limit, layout):
             summary.add(checked)
             if on_defect:
                 for defect in checked.defects:

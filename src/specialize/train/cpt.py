@@ -34,5 +34,5 @@ def train_cpt(
         model, tokenizer, recipe, run, precision, plan, train, val, progress=progress
     )
     return fit(
-        bundle, run, plan, tokenizer, resume_from=resume_from, full=recipe.adaptation.kind != "lora"
+        bundle, run, plan, tokenizer, resume_from=resume_from, full=recipe.adaptation.kind not in ("lora", "qlora")
     )

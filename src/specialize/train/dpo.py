@@ -7,7 +7,7 @@ from __future__ import annotations
 from specialize.errors import ConfigError
 from specialize.models.loading import load_model
 from specialize.track.rundir import RunDir
-from specialize.train.adaptation import adapt
+from specialize.train.adaptation import adapt, recipe_chat_template
 from specialize.train.config import RecipeConfig
 from specialize.train.datasets import recipe_rows
 from specialize.train.precision import Precision
@@ -27,6 +27,7 @@ def train_dpo(
     from trl import DPOConfig, DPOTrainer
 
     model, tokenizer = load_model(recipe.model)
+    tokenizer = recipe_chat_template(tokenizer, recipe)
     model = adapt(model, recipe.adaptation)
     rows = recipe_rows(recipe, run)
     train, val = preference_pairs(rows.train, "train"), preference_pairs(rows.val, "val")

@@ -1,4 +1,5 @@
-"""Choose the training precision: bf16 where the hardware runs it fast, fp32 elsewhere."""
+"""Choose the training precision: bf16 where the hardware runs it fast, fp16 mixed precision on
+CUDA devices without bf16, fp32 elsewhere; and refuse a 4-bit (QLoRA) base where it cannot run."""
 
 from __future__ import annotations
 
@@ -13,19 +14,32 @@ _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 @dataclass(frozen=True)
 class Precision:
-    name: str  # "bf16" or "fp32"
+    name: str  # "bf16", "fp16" or "fp32"
     reason: str
 
     @property
     def bf16(self) -> bool:
         return self.name == "bf16"
 
+    @property
+    def fp16(self) -> bool:
+        return self.name == "fp16"
+
 
 def choose_precision(requested: str) -> Precision:
     """Return the precision to train in, and why; `requested` is auto, bf16 or fp32."""
+    import torch
+
     fast, why = bf16_is_fast()
     if requested == "fp32":
         return Precision("fp32", "requested fp32")
+    if requested == "fp16":
+        if not torch.cuda.is_available():
+            raise TrainingError(
+                "precision fp16 needs a CUDA GPU (fp16 mixed precision is a GPU feature)",
+                fix="use precision: auto or fp32 on this machine",
+            )
+        return Precision("fp16", "requested fp16 (mixed precision with loss scaling)")
     if requested == "bf16":
         if not fast and not _bf16_supported_at_all():
             raise TrainingError(
@@ -33,7 +47,29 @@ def choose_precision(requested: str) -> Precision:
                 fix="use precision: auto or fp32",
             )
         return Precision("bf16", "requested bf16" + ("" if fast else f" (slow here: {why})"))
-    return Precision("bf16", f"auto: {why}") if fast else Precision("fp32", f"auto: {why}")
+    if fast:
+        return Precision("bf16", f"auto: {why}")
+    if torch.cuda.is_available():
+        return Precision("fp16", f"auto: {why}; fp16 mixed precision instead")
+    return Precision("fp32", f"auto: {why}")
+
+
+def check_quantised_base() -> None:
+    """Refuse QLoRA (a 4-bit base through bitsandbytes) where it cannot run: it needs CUDA."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise TrainingError(
+            "adaptation.kind qlora needs a CUDA GPU: bitsandbytes' 4-bit layers do not train on CPU",
+            fix="use adaptation.kind: lora here (the base stays in full precision)",
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise TrainingError(
+            "adaptation.kind qlora needs the bitsandbytes package",
+            fix="pip install bitsandbytes",
+        )
 
 
 def bf16_is_fast() -> tuple[bool, str]:

@@ -56,7 +56,7 @@ def train_reward(
         val,
         progress=progress,
         resume_from=resume_from,
-        full=recipe.adaptation.kind != "lora",
+        full=recipe.adaptation.kind not in ("lora", "qlora"),
         model=model,
         args=args,
     )

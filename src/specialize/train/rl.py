@@ -11,7 +11,7 @@ from specialize.data.records import prompt_messages
 from specialize.errors import ConfigError
 from specialize.models.loading import load_model
 from specialize.track.rundir import RunDir
-from specialize.train.adaptation import adapt
+from specialize.train.adaptation import adapt, recipe_chat_template
 from specialize.train.config import RecipeConfig
 from specialize.train.datasets import recipe_rows
 from specialize.train.judge import load_judge
@@ -45,6 +45,7 @@ def train_rl(
         return judge.score([list(p) + list(c) for p, c in zip(prompts, completions, strict=True)])
 
     model, tokenizer = load_model(recipe.model)
+    tokenizer = recipe_chat_template(tokenizer, recipe)
     model = adapt(model, recipe.adaptation)
     rows = recipe_rows(recipe, run)
     budget = recipe.training.max_length - settings.max_new_tokens

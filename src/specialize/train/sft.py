@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from specialize.models.loading import load_model
 from specialize.track.rundir import RunDir
-from specialize.train.adaptation import adapt
+from specialize.train.adaptation import adapt, recipe_chat_template
 from specialize.train.config import RecipeConfig
 from specialize.train.datasets import recipe_rows, tokenize_for_sft
 from specialize.train.precision import Precision
@@ -20,6 +20,7 @@ def train_sft(
     progress: bool = True,
 ) -> Outcome:
     model, tokenizer = load_model(recipe.model)
+    tokenizer = recipe_chat_template(tokenizer, recipe)
     model = adapt(model, recipe.adaptation)
     rows = recipe_rows(recipe, run)
     length = recipe.training.max_length
@@ -32,5 +33,5 @@ def train_sft(
         model, tokenizer, recipe, run, precision, plan, train, val, progress=progress
     )
     return fit(
-        bundle, run, plan, tokenizer, resume_from=resume_from, full=recipe.adaptation.kind != "lora"
+        bundle, run, plan, tokenizer, resume_from=resume_from, full=recipe.adaptation.kind not in ("lora", "qlora")
     )

@@ -67,7 +67,7 @@ def to_trl_args(
         seed=t.seed,
         data_seed=t.seed,
         bf16=precision.bf16,
-        fp16=False,
+        fp16=precision.fp16,
         use_cpu=not _cuda(),  # transformers refuses bf16 on a CPU unless told the CPU is meant
         gradient_checkpointing=t.gradient_checkpointing,
         eval_strategy="steps" if plan.has_validation else "no",
@@ -183,6 +183,10 @@ def build_trainer(
     )
     for noisy in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(noisy)
+    if recipe.adaptation.lora.loraplus_lr_ratio and recipe.adaptation.kind in ("lora", "qlora"):
+        from specialize.train.adaptation import loraplus_optimizer
+
+        trainer.optimizer = loraplus_optimizer(trainer.model, recipe)
     return TrainerBundle(trainer, guard, early, probe)
 
 
@@ -250,6 +254,10 @@ def fit(
         with atomic_dir(out) as staging:
             trainer.save_model(str(staging))
             tokenizer.save_pretrained(str(staging))  # the chat template travels with the result
+            if not full:
+                from specialize.train.adaptation import convert_initialised_adapter
+
+                convert_initialised_adapter(trainer.model, staging)
     _drop_unmarked_checkpoints(run)
     losses = [h["loss"] for h in state.log_history if "loss" in h]
     return Outcome(

@@ -64,3 +64,42 @@ def test_quality_filters():
         ]
     }
     assert quality_problem(fine, min_answer_chars=2, max_repetition=0.5) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "hits"),
+    [
+        ("personnummer 811228-9874 tack", [("national_id", "se.personnummer")]),
+        ("personnummer 19811228-9874", [("national_id", "se.personnummer")]),
+        ("personnummer 811228-9873", [("phone", "")]),  # bad check digit: only a number shape
+        ("fødselsnummer 151086 95088", [("national_id", "no.fodselsnummer")]),
+        ("henkilötunnus 131052-308T", [("national_id", "fi.hetu")]),
+        ("SSN 536-90-4399", [("national_id", "us.ssn")]),
+        ("ring 08-123 456 78 idag", [("phone", "phone:SE")]),
+        ("on 2023-11-15 and 15.11.2023, order 20231115123456", []),
+    ],
+)
+def test_national_ids_and_phones_by_region(text, hits):
+    from specialize.data.curate import pii_hits
+
+    found, _ = pii_hits(text)
+    assert [(h.kind, h.detail) for h in found] == hits
+
+
+def test_names_are_an_optional_detector():
+    from specialize.data.curate import PiiOptions, mask_pii
+
+    text = "Anna Svensson called Dr. Berg about the loan; Bergen Bank replied."
+    assert mask_pii(text) == text  # off by default
+    masked = mask_pii(text, PiiOptions(names=True))
+    assert masked == "[NAME] called [NAME] about the loan; Bergen Bank replied."
+
+
+def test_phone_regions_limit_national_formats():
+    from specialize.data.curate import PiiOptions, pii_hits
+
+    # a London number; valid in Finland's format too, so the first listed region that fits wins
+    found, _ = pii_hits("call 020 7946 0958", PiiOptions(phone_regions=("GB", "FI")))
+    assert [(h.kind, h.detail) for h in found] == [("phone", "phone:GB")]
+    found, _ = pii_hits("call 020 7946 0958", PiiOptions(phone_regions=("SE",)))
+    assert [(h.kind, h.detail) for h in found] == [("phone", "")]  # only the shape matched

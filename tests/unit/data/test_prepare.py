@@ -2,8 +2,11 @@
 
 import json
 
+import pytest
+
 from specialize.data.config import load_data_config
 from specialize.data.prepare import prepare
+from specialize.errors import ConfigError
 
 TOPICS = [
     "PIN codes",
@@ -183,3 +186,28 @@ def test_mixing_ratios_and_rejects_for_unused_rows(tmp_path):
     )
     assert manifest.counts["rejected_by_reason"] == {"mixing_ratio": 38}
     assert manifest.counts["input"] == manifest.counts["kept"] + manifest.counts["rejected"]
+
+
+def test_personal_data_counts_by_kind_and_scheme_in_the_manifest_and_report(tmp_path):
+    rows = unique_rows()
+    rows[0] = chat("My personnummer is 811228-9874, what now?", "We never ask for it by mail.")
+    rows[1] = chat("Call me on 08-123 456 78", "We will call you back, Anna Svensson.")
+    rows[2] = chat("Is Dr. Berg my adviser?", "Yes, Dr. Berg handles mortgage rates.")
+    source = write(tmp_path / "d.jsonl", rows)
+    path = config(tmp_path, [{"path": str(source)}], clean={"pii_names": True})
+    manifest = prepare(path, tmp_path / "ds", progress=False)
+    counts = manifest.counts
+    assert counts["pii_rows_by_kind"] == {"name": 2, "national_id": 1, "phone": 1}
+    assert counts["pii_rows_by_detail"] == {"se.personnummer": 1, "phone:SE": 1}
+    train = "\n".join(json.dumps(r) for r in read(tmp_path / "ds" / "train.jsonl"))
+    assert (
+        "[NATIONAL_ID]" in train and "[PHONE]" in train and "We will call you back, [NAME]" in train
+    )
+    assert "811228-9874" not in train and "Berg" not in train
+    assert "se.personnummer" in (tmp_path / "ds" / "report.html").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        json.dumps({"sources": [{"path": str(source)}], "clean": {"phone_regions": ["XX"]}})
+    )
+    with pytest.raises(ConfigError, match="phone_regions"):
+        load_data_config(bad)

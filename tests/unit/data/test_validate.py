@@ -157,10 +157,10 @@ def test_conversions_follow_trl_conventions(tmp_path):
     assert inst.row["messages"][0]["content"] == "Translate\n\nhej"
 
 
-def test_tool_keys_are_ignored_with_a_warning(tmp_path):
-    row = chat(tools=[{"type": "function"}])
+def test_legacy_function_keys_are_ignored_with_a_warning(tmp_path):
+    row = chat(functions=[{"name": "f"}])
     (checked,) = check_file(write_jsonl(tmp_path / "t.jsonl", [row]))
-    assert checked.row is not None and "tools" not in checked.row
+    assert checked.row is not None and "functions" not in checked.row
     assert [d.category for d in checked.defects] == ["ignored_field"]
 
 

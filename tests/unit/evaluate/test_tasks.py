@@ -125,3 +125,14 @@ def test_single_token_fast_path_matches_the_general_scorer(tiny_model_dir):
         items.append((whole, len(tokenizer(context, add_special_tokens=False)["input_ids"])))
     slow = runner._score(model, items, tokenizer.pad_token_id, 8, None)
     assert fast == pytest.approx(slow, abs=1e-4)
+
+
+def test_acc_norm_divides_by_characters_like_lm_evaluation_harness():
+    from specialize.evaluate.tasks import length_normalised
+
+    # 7 characters each, but 13 UTF-8 bytes for the first: per byte would pick it, per character not
+    choices = [" ÅÄÖ ÅÄÖ", " abcdefg"]
+    normed = length_normalised([-7.0, -6.5], choices)
+    assert normed == [-1.0, -6.5 / 7]
+    assert max(range(2), key=normed.__getitem__) == 1
+    assert length_normalised([-3.0], [" no"]) == [-1.5]  # the delimiter space is not counted
