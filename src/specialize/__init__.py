@@ -1,14 +1,14 @@
 """specialize: turn a general language model into a domain specialist, and prove the result.
 
-The Python API (see `specialize/api.py`): `from specialize import prepare, train, evaluate, ladder`.
+The Python API (see `specialize/api.py`): `from specialize import prepare, train, evaluate, ladder, simulate`.
 """
 
 import sys
 import types
 
-from specialize.api import evaluate, ladder, prepare, train
+from specialize.api import evaluate, ladder, prepare, simulate, train
 
-__all__ = ["evaluate", "ladder", "prepare", "train"]
+__all__ = ["evaluate", "ladder", "prepare", "simulate", "train"]
 __version__ = "0.1.0"
 
 

@@ -1,11 +1,12 @@
 """The Python API: the CLI's stages as functions, for notebooks and scripts.
 
-    from specialize import prepare, train, evaluate, ladder
+    from specialize import prepare, train, evaluate, ladder, simulate
 
     manifest = prepare("data.yaml", "datasets/support")           # DatasetManifest
     run = train("sft.yaml", overrides=["training.epochs=1"])       # RunDir (run.path, run.adapter)
     report = evaluate(adapter=run.path, data="eval.jsonl", suite="core")  # eval.json as a dict
     result = ladder("ladder.yaml", "ladder-out")                   # ladder.json as a dict
+    sim = simulate("scenarios.yaml", "sim-out")                    # simulation.json as a dict
 
 Each takes a config file (with `overrides` as `--set a.b=c` does) or an already built config
 object, writes exactly what the matching command writes, and raises the typed errors of
@@ -20,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from specialize.data.config import DataConfig
     from specialize.data.prepare import DatasetManifest
+    from specialize.simulate.config import SimulationConfig
     from specialize.ladder.config import LadderConfig
     from specialize.track.rundir import RunDir
     from specialize.train.config import RecipeConfig
 
-__all__ = ["evaluate", "ladder", "prepare", "train"]
-# `simulate` (issue: simulated users) joins this list when its stage lands: one function here.
+__all__ = ["evaluate", "ladder", "prepare", "simulate", "train"]
 
 
 def prepare(
@@ -51,12 +52,15 @@ def train(
     progress: bool = True,
 ) -> RunDir:
     """`specialize train RECIPE`: train, evaluate, register the adapter; return the run directory."""
+    from specialize.adapters.registry import register_finished
     from specialize.train.config import RecipeConfig, load_recipe
     from specialize.train.run import train as run_train
 
     if not isinstance(recipe, RecipeConfig):
         recipe = load_recipe(recipe, overrides)
-    return run_train(recipe, progress=progress)
+    run = run_train(recipe, progress=progress)
+    register_finished(run.path)  # as `specialize train` does: training sits below the registry
+    return run
 
 
 def evaluate(
@@ -103,3 +107,21 @@ def ladder(
     if not isinstance(config, LadderConfig):
         config = load_ladder(config, overrides)
     return run_ladder(config, out, progress=progress)
+
+
+def simulate(
+    config: str | Path | SimulationConfig,
+    out: str | Path = "simulation",
+    *,
+    overrides: list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """`specialize simulate SCENARIOS --out OUT`: every scenario with every contestant, checked."""
+    from specialize.simulate.config import SimulationConfig, load_scenarios
+    from specialize.simulate.run import run_simulation
+
+    scenario_file = None
+    if not isinstance(config, SimulationConfig):
+        scenario_file = config
+        config = load_scenarios(config, overrides)
+    return run_simulation(config, out, scenario_file=scenario_file, progress=progress)
