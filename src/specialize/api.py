@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from specialize.data.config import DataConfig
     from specialize.data.prepare import DatasetManifest
-    from specialize.simulate.config import SimulationConfig
     from specialize.ladder.config import LadderConfig
+    from specialize.simulate.config import SimulationConfig
     from specialize.track.rundir import RunDir
     from specialize.train.config import RecipeConfig
 
