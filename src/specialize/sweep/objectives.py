@@ -229,8 +229,8 @@ def _retention_row(delta, ci, p_value, n, base, tuned, source) -> dict:
     return {
         "measure": "retention",
         "unit": "points lost",
-        "value": round(-delta, 2),  # points of general ability lost (negative: gained)
-        "ci95": [round(-ci[1], 2), round(-ci[0], 2)],
+        "value": round(-delta, 2) + 0.0,  # points of general ability lost (negative: gained)
+        "ci95": [round(-ci[1], 2) + 0.0, round(-ci[0], 2) + 0.0],
         "p_value": p_value,
         "n": n,
         "base": base,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import math
 import time
 import warnings
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from optuna.trial import TrialState
 
 from specialize.artifacts import sha256_text
 from specialize.config import dump_config
-from specialize.errors import ConfigError, SpecializeError
+from specialize.errors import ConfigError, SpecializeError, TrainingError
 from specialize.sweep.config import SweepConfig, override
 from specialize.sweep.objectives import measure_trial, task_spec
 from specialize.sweep.pruning import TrialPruning, open_signal, val_loss_pruner
@@ -41,8 +42,10 @@ def run_sweep(
 ) -> optuna.Study:
     """Run (or continue) the sweep until `config.trials` trials have ended; return the study."""
     out.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # we log each trial in our own words
+    url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     with _folder_lock(out):
-        rdb = open_storage(storage or f"sqlite:///{(out / 'study.db').resolve()}")
+        rdb = open_storage(url)
         study = _study(config, rdb)
         if storage is None:
             recover_interrupted(study)  # one local worker: anything still running was killed
@@ -51,7 +54,10 @@ def run_sweep(
         if remaining > 0:
             log.info("sweep %s: %d trial(s) to run", config.name, remaining)
             study.sampler = _sampler(config, len(study.trials))
-            objective = TrialObjective(config, out, rdb, progress=progress)
+            # Companion studies are asked and told by hand: a storage without heartbeats.
+            objective = TrialObjective(
+                config, out, optuna.storages.RDBStorage(url), progress=progress
+            )
             study.optimize(
                 objective,
                 n_trials=remaining,
@@ -169,7 +175,17 @@ def _enqueue_start_points(config: SweepConfig, study: optuna.Study) -> None:
 
 def _stop_when_done(total: int):
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if len(ended_trials(study)) >= total:
+        ended = len(ended_trials(study))
+        values = ", ".join(f"{v:.4g}" for v in trial.values or [])
+        log.info(
+            "trial %d %s%s (%d of %d trials ended)",
+            trial.number,
+            trial.state.name.lower(),
+            f": {values}" if values else f": {trial.user_attrs.get('reason', '')}",
+            ended,
+            total,
+        )
+        if ended >= total:
             study.stop()  # other workers on the same storage may have finished the rest
 
     return callback
@@ -203,6 +219,9 @@ class TrialObjective:
                 self.out / "base-cache",
                 progress=self.progress,
             )
+            for key, value in measured.items():
+                trial.set_user_attr(key, value)
+            values = _objective_values(measured, self.config.two_objectives)
         except optuna.TrialPruned as exc:
             self._end(trial, run_path, pruning, TrialState.PRUNED, str(exc), started)
             raise
@@ -214,13 +233,8 @@ class TrialObjective:
                 raise
             log.warning("trial %d failed: %s", trial.number, reason)
             raise
-        for key, value in measured.items():
-            trial.set_user_attr(key, value)
         self._end(trial, run_path, pruning, TrialState.COMPLETE, None, started)
-        task = measured["task"]["score"]["mean"]
-        if self.config.two_objectives:
-            return task, measured["general"]["value"]
-        return task
+        return values
 
     def trial_recipe(self, params: dict, number: int) -> RecipeConfig:
         """Return the base recipe with the sweep's fixed overrides and this trial's values."""
@@ -270,6 +284,19 @@ class TrialObjective:
         if pruning is not None:
             pruning.finish(state)
         _register(trial, run_path, self.config.name, state, reason)
+
+
+def _objective_values(measured: dict, two: bool) -> float | tuple[float, float]:
+    """Return the values Optuna optimises; a non-finite one fails the trial with the reason."""
+    task = measured["task"]["score"]["mean"]
+    values = (task, measured["general"]["value"]) if two else (task,)
+    if not all(math.isfinite(v) for v in values):
+        raise TrainingError(
+            f"an objective value is non-finite ({', '.join(f'{v:.4g}' for v in values)}): "
+            "the trial's weights diverged",
+            fix="narrow the range of training.learning_rate",
+        )
+    return values if two else task
 
 
 def suggest(trial: optuna.Trial, field: str, spec) -> object:
