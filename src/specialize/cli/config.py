@@ -14,6 +14,7 @@ from specialize.data.config import DataConfig
 from specialize.errors import ConfigError
 from specialize.ladder.config import LadderConfig
 from specialize.models.generation import GenerationSettings
+from specialize.sweep.config import SweepConfig, load_sweep
 from specialize.train.config import RecipeConfig
 
 app = typer.Typer(help="Check config files and list their fields.", no_args_is_help=True)
@@ -26,7 +27,10 @@ CONFIG_KINDS: dict[str, tuple[type[Config], str]] = {
     "data": (DataConfig, "sources"),
     "recipe": (RecipeConfig, "method"),
     "ladder": (LadderConfig, "tasks"),
+    "sweep": (SweepConfig, "space"),
 }
+# Kinds whose loader checks more than the fields: the files they name (a sweep's recipe and tasks).
+FULL_LOADERS = {"sweep": load_sweep}
 
 
 def detect_kind(path: Path) -> str:
@@ -52,6 +56,8 @@ def validate_file(
     kind = kind or detect_kind(path)
     if kind not in CONFIG_KINDS:
         raise ConfigError([f"--kind {kind!r}: expected one of {', '.join(CONFIG_KINDS)}"])
+    if kind in FULL_LOADERS:
+        return FULL_LOADERS[kind](path, overrides)
     return load_config(CONFIG_KINDS[kind][0], path, overrides)
 
 

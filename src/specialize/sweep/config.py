@@ -9,6 +9,7 @@ must exist; a budget needs a measure of general ability.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -197,15 +198,6 @@ class SweepConfig(Config):
         description="Points tried first, before the sampler's own (e.g. the recipe's current values).",
     )
 
-    @model_validator(mode="after")
-    def _budget_needs_general(self) -> SweepConfig:
-        if self.retention_budget is not None and self.objectives.general is None:
-            raise ValueError(
-                "retention_budget needs a measure of general ability: add objectives.general "
-                "(measure: retention on the core suite, or drift)"
-            )
-        return self
-
     @property
     def two_objectives(self) -> bool:
         return self.objectives.general is not None
@@ -226,8 +218,9 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepCon
         raw = apply_overrides(raw, overrides or [])
         problems += _check_against_recipe(path, raw)
         problems += _check_task(path, raw)
+        problems += _check_budget(path, raw)
     if problems:
-        raise ConfigError(_unique(problems), source=str(path))
+        raise ConfigError(_in_file_order(problems), source=str(path))
     return resolve_paths(config, path.parent)
 
 
@@ -387,5 +380,21 @@ def _test_splits(path: Path, raw: dict) -> set[Path]:
     return found
 
 
-def _unique(problems: list[str]) -> list[str]:
-    return list(dict.fromkeys(problems))
+def _check_budget(path: Path, raw: dict) -> list[str]:
+    objectives = raw.get("objectives") if isinstance(raw.get("objectives"), dict) else {}
+    if raw.get("retention_budget") is not None and not objectives.get("general"):
+        return [
+            f"{where_in(path, ('retention_budget',))}: retention_budget without a retention suite: "
+            "add objectives.general (measure: retention on the core suite, or drift), or drop the budget"
+        ]
+    return []
+
+
+def _in_file_order(problems: list[str]) -> list[str]:
+    """Return the problems without repeats, sorted by their line in the file."""
+
+    def line(problem: str) -> int:
+        match = re.match(r"^[^:]*:(\d+):", problem)
+        return int(match.group(1)) if match else 0
+
+    return sorted(dict.fromkeys(problems), key=line)
