@@ -78,21 +78,25 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict:
 
 
 def pareto_front(trials: list[dict]) -> list[dict]:
-    """Return the trials no other trial beats on both task gain (higher) and general ability lost
-    (lower), best task gain first. Without a general measure: the best task gain."""
+    """Return the trials no other trial beats on both task score (higher; the gain over the base
+    is the score less one shared base score) and general ability lost (lower), best first.
+    Without a general measure: the best task score."""
     if not trials:
         return []
     if any(t.get("general") is None for t in trials):
-        best = max(t["task"]["gain_points"] for t in trials)
-        return [t for t in trials if t["task"]["gain_points"] == best]
+        best = max(_score(t) for t in trials)
+        return [t for t in trials if _score(t) == best]
 
     def dominates(a: dict, b: dict) -> bool:
-        ga, gb = a["task"]["gain_points"], b["task"]["gain_points"]
         la, lb = a["general"]["value"], b["general"]["value"]
-        return ga >= gb and la <= lb and (ga > gb or la < lb)
+        return _score(a) >= _score(b) and la <= lb and (_score(a) > _score(b) or la < lb)
 
     front = [t for t in trials if not any(dominates(o, t) for o in trials)]
-    return sorted(front, key=lambda t: (-t["task"]["gain_points"], t["general"]["value"]))
+    return sorted(front, key=lambda t: (-_score(t), t["general"]["value"]))
+
+
+def _score(trial: dict) -> float:
+    return trial["task"]["score"]["mean"]
 
 
 def recommend(trials: list[dict], budget: float | None) -> dict:
@@ -154,7 +158,7 @@ def importances(config: SweepConfig, study: optuna.Study) -> dict:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 values = optuna.importance.get_param_importances(
-                    study, target=lambda t, i=index: t.values[i], target_name=name
+                    study, target=lambda t, i=index: t.values[i]
                 )
             found[name] = {k: round(float(v), 4) for k, v in values.items()}
         except (ValueError, RuntimeError) as exc:  # e.g. every trial drew the same values

@@ -42,7 +42,7 @@ def run_sweep(
 ) -> optuna.Study:
     """Run (or continue) the sweep until `config.trials` trials have ended; return the study."""
     out.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # we log each trial in our own words
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # we log each trial in our own words
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     with _folder_lock(out):
         rdb = open_storage(url)
@@ -101,7 +101,6 @@ def _study(config: SweepConfig, storage) -> optuna.Study:
                 f"{directions} -- use a new name or a new --out folder"
             ]
         )
-    study.set_metric_names(["task_score", "general_lost"][: len(directions)])
     return study
 
 
