@@ -19,3 +19,22 @@ def test_shipped_config_validates(path):
     validate_file(path)
     first = path.read_text().splitlines()[0]
     assert first.startswith("# Run: specialize "), "start with the command that runs it"
+
+
+def test_the_example_sweep_builds_an_ordinary_recipe_per_trial(tmp_path):
+    """The sweep example is checked against its recipe and ladder, and a trial's recipe is the
+    base recipe with the sweep's fixed overrides and the trial's values."""
+    from specialize.sweep.config import load_sweep
+    from specialize.sweep.study import TrialObjective
+
+    sweep = load_sweep(REPO / "examples" / "nordvik" / "sweep.yaml")
+    assert sweep.two_objectives and sweep.retention_budget is not None
+    objective = TrialObjective(sweep, tmp_path, storage=None, progress=False)
+    assert objective.spec.name == "policy" and objective.spec.data is None  # the val split
+    point = sweep.start_with[0]
+    recipe = objective.trial_recipe(point, 0)
+    assert recipe.training.learning_rate == point["training.learning_rate"]
+    assert recipe.adaptation.lora.r == point["adaptation.lora.r"]
+    assert recipe.data.replay.ratio == point["data.replay.ratio"]
+    assert recipe.training.max_steps == 10 and recipe.output.name == f"{sweep.name}-t000"
+    assert recipe.retention.suite == "none"  # the sweep measures its own spread of the core suite
