@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         """Search recipe fields for the best specialist that still remembers (TPE or NSGA-II)."""
         sweep = load_sweep(config, set_)  # every config problem, before any trial starts
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "sweep.yaml", describe(sweep))
+        atomic_write_text(out / "sweep-resolved.yaml", describe(sweep))
         study = run_sweep(sweep, out, storage=storage, progress=progress)
         results = write_results(sweep, study, out)
         console.print(trial_table(results))

@@ -200,14 +200,13 @@ class TrialObjective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         params = {field: suggest(trial, field, spec) for field, spec in self.config.space.items()}
-        recipe = self.trial_recipe(params, trial.number)
-        run_path = Path(recipe.output.dir)
-        trial.set_user_attr("run_dir", str(run_path))
-        trial.set_user_attr("run_name", recipe.output.name)
-        pruning = self._pruning(recipe)
-        started = time.monotonic()
+        run_path, pruning, started = self.run_path(trial.number), None, time.monotonic()
         log.info("trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in params.items()))
         try:
+            recipe = self.trial_recipe(params, trial.number)
+            trial.set_user_attr("run_dir", str(run_path))
+            trial.set_user_attr("run_name", recipe.output.name)
+            pruning = self._pruning(recipe)
             with extra_callbacks(*([pruning] if pruning else [])):
                 run = train(recipe, progress=self.progress)
             measured = measure_trial(
@@ -240,10 +239,7 @@ class TrialObjective:
         overrides = [*self.config.set, *(override(k, v) for k, v in params.items())]
         recipe = load_recipe(self.config.recipe, overrides)
         recipe.output.name = f"{self.config.name}-t{number:03d}"
-        # The folder name is the run's registry id: unique per sweep folder and trial.
-        recipe.output.dir = str(
-            (self.out / "runs" / f"{self.config.name}-{self.folder_key}-t{number:03d}").resolve()
-        )
+        recipe.output.dir = str(self.run_path(number))
         general = self.config.objectives.general
         if general is not None and general.items is not None:
             recipe.retention.suite = "none"  # the sweep measures its own spread of the suite
@@ -255,6 +251,11 @@ class TrialObjective:
             else:
                 recipe.retention.budget_points = self.config.retention_budget
         return recipe
+
+    def run_path(self, number: int) -> Path:
+        """Return the trial's run directory; its name is the run's registry id, so it is unique
+        per sweep folder and trial."""
+        return (self.out / "runs" / f"{self.config.name}-{self.folder_key}-t{number:03d}").resolve()
 
     def _prunes_on_retention(self) -> bool:
         return (
