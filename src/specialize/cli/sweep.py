@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
 def trial_table(results: dict) -> Table:
     """Return the trials as a terminal table."""
     table = Table(
-        "trial", "state", "params", "task score [95% CI]", "gain pts", "general", "reason"
+        "trial", "state", "params", "task score [95% CI]", "gain pts [CI]", "general [CI]", "reason"
     )
     for t in results["trials"]:
         task, general = t.get("task") or {}, t.get("general") or {}
@@ -63,8 +63,14 @@ def trial_table(results: dict) -> Table:
             f"{score['mean']:.3f} [{score['ci95'][0]:.3f}, {score['ci95'][1]:.3f}] n={score['n']}"
             if score
             else "",
-            f"{task['gain_points']:+.1f}" if task else "",
-            f"{general['value']:.2f} {general['unit']}" if general else "",
+            f"{task['gain_points']:+.1f} [{task['gain_ci95_points'][0]:+.1f}, "
+            f"{task['gain_ci95_points'][1]:+.1f}]"
+            if task
+            else "",
+            f"{general['value']:.2f} [{general['ci95'][0]:.2f}, {general['ci95'][1]:.2f}] "
+            f"{general['unit']}, n={general['n']}"
+            if general
+            else "",
             (t.get("reason") or "")[:80],
         )
     return table

@@ -154,6 +154,9 @@ def importances(config: SweepConfig, study: optuna.Study) -> dict:
     names = ["task_score", "general_lost"][: len(study.directions)]
     found: dict = {"completed_trials": len(complete), "evaluator": "PedAnovaImportanceEvaluator"}
     for index, name in enumerate(names):
+        if len({t.values[index] for t in complete}) == 1:
+            found[name] = {"note": "every completed trial has the same value; nothing to attribute"}
+            continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
