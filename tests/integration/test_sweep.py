@@ -260,6 +260,7 @@ def test_failing_and_pruned_trials_are_recorded_and_the_sweep_goes_on(
             "general": {"measure": "drift", "items": 10},
         },
         retention_budget=1.0e-9,  # any drift at the first checkpoint's probe prunes
+        pruning={"pruner": "none", "retention": True},
     )
     code, out, err = cli("sweep", config, "--out", module_home / "failing-out", "--no-progress")
     assert code == 0, err
