@@ -159,6 +159,17 @@ def config_diff(config: Config) -> dict[str, tuple[Any, Any]]:
     return diff
 
 
+def where_in(path: str | Path, loc: tuple[str, ...]) -> str:
+    """Return "file:line" of the deepest YAML node along `loc` in a config file (the file alone if
+    the node is not there), for problems found after the file was validated."""
+    try:
+        node = yaml.compose(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        node = None
+    line = _line_of(node, tuple(str(p) for p in loc))
+    return f"{path}:{line}" if line else str(path)
+
+
 def read_text(path: Path) -> str:
     """Return a UTF-8 file's text or raise UserFileError naming the file and the fix."""
     if not path.exists():

@@ -30,3 +30,20 @@ def test_shipped_scenario_files_load_with_their_cross_references():
         config = validate_file(path)
         assert isinstance(config, SimulationConfig)
         assert all(s.persona in config.personas for s in config.scenarios)
+def test_the_example_sweep_builds_an_ordinary_recipe_per_trial(tmp_path):
+    """The sweep example is checked against its recipe and ladder, and a trial's recipe is the
+    base recipe with the sweep's fixed overrides and the trial's values."""
+    from specialize.sweep.config import load_sweep
+    from specialize.sweep.study import TrialObjective
+
+    sweep = load_sweep(REPO / "examples" / "nordvik" / "sweep.yaml")
+    assert sweep.two_objectives and sweep.retention_budget is not None
+    objective = TrialObjective(sweep, tmp_path, storage=None, progress=False)
+    assert objective.spec.name == "policy" and objective.spec.data is None  # the val split
+    point = sweep.start_with[0]
+    recipe = objective.trial_recipe(point, 0)
+    assert recipe.training.learning_rate == point["training.learning_rate"]
+    assert recipe.adaptation.lora.r == point["adaptation.lora.r"]
+    assert recipe.data.replay.ratio == point["data.replay.ratio"]
+    assert recipe.training.max_steps == 10 and recipe.output.name == f"{sweep.name}-t000"
+    assert recipe.retention.suite == "none"  # the sweep measures its own spread of the core suite

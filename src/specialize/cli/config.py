@@ -18,6 +18,7 @@ from specialize.errors import ConfigError
 from specialize.ladder.config import LadderConfig
 from specialize.models.generation import GenerationSettings
 from specialize.simulate.config import SimulationConfig, load_scenarios
+from specialize.sweep.config import SweepConfig, load_sweep
 from specialize.train.config import RecipeConfig
 from specialize.train.methods import check_recipe
 
@@ -32,9 +33,11 @@ CONFIG_KINDS: dict[str, tuple[type[Config], Callable[[Any, Path], Any] | None]] 
     "recipe": (RecipeConfig, check_recipe),
     "ladder": (LadderConfig, None),
     "scenarios": (SimulationConfig, None),
+    "sweep": (SweepConfig, None),
 }
-# Kinds whose files need more than the schema (cross-references, files on disk) load through their own loader.
-LOADERS = {"scenarios": load_scenarios}
+# Kinds whose files need more than the schema (cross-references, the files they name: a scenario
+# file's adapters and attachments, a sweep's recipe and tasks) load through their own loader.
+LOADERS = {"scenarios": load_scenarios, "sweep": load_sweep}
 
 
 def detect_kind(path: Path) -> str:

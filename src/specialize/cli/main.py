@@ -20,6 +20,7 @@ from specialize.cli import ladder as ladder_cli
 from specialize.cli import models as models_cli
 from specialize.cli import runs as runs_cli
 from specialize.cli import simulate as simulate_cli
+from specialize.cli import sweep as sweep_cli
 from specialize.cli import train as train_cli
 from specialize.errors import SpecializeError
 
@@ -43,6 +44,7 @@ eval_cli.register(app)
 ladder_cli.register(app)
 demo_cli.register(app)
 simulate_cli.register(app)
+sweep_cli.register(app)
 runs_cli.register_ui(app)
 adapters_cli.register_serve(app)
 

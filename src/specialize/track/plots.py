@@ -115,3 +115,47 @@ def intervals_png(
     if len(groups) > 1:
         ax.legend(loc="lower right")
     return _png(plt, fig)
+
+
+def front_png(
+    points: dict[str, tuple[float, float, tuple[float, float], tuple[float, float]]],
+    front: Sequence[str],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    limit: float | None = None,
+) -> bytes:
+    """Return a scatter of labelled points (x, y, x interval, y interval) with 95% error bars; the
+    points named in `front` are joined as a Pareto front; an optional vertical limit line."""
+    plt, fig, ax = _figure(height=4.2)
+    for label, (x, y, (xlo, xhi), (ylo, yhi)) in points.items():
+        on_front = label in front
+        ax.errorbar(
+            x,
+            y,
+            xerr=[[max(0.0, x - xlo)], [max(0.0, xhi - x)]],
+            yerr=[[max(0.0, y - ylo)], [max(0.0, yhi - y)]],
+            fmt="o",
+            color="#3b6fd8" if on_front else "#98a2b3",
+            capsize=3,
+            markersize=6 if on_front else 4,
+        )
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ordered = sorted((points[label][0], points[label][1]) for label in front if label in points)
+    if len(ordered) > 1:
+        ax.plot(
+            [p[0] for p in ordered],
+            [p[1] for p in ordered],
+            color="#3b6fd8",
+            alpha=0.6,
+            label="Pareto front",
+        )
+    if limit is not None:
+        ax.axvline(limit, color="#b42318", linestyle="--", label=f"budget {limit:g}")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if limit is not None or len(ordered) > 1:
+        ax.legend()
+    return _png(plt, fig)

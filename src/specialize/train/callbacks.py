@@ -7,9 +7,12 @@ weights are finite; resuming and choosing checkpoints only ever look at marked o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 from tqdm import tqdm
@@ -19,6 +22,26 @@ from specialize.artifacts import atomic_write_json
 from specialize.track.rundir import RunDir
 
 CHECKPOINT_MARKER = "specialize-checkpoint.json"
+
+# Callbacks a caller adds around an ordinary run (a sweep's pruning) without a second entry point.
+_EXTRA_CALLBACKS: ContextVar[tuple[TrainerCallback, ...]] = ContextVar(
+    "extra_callbacks", default=()
+)
+
+
+@contextlib.contextmanager
+def extra_callbacks(*callbacks: TrainerCallback) -> Iterator[None]:
+    """Add `callbacks` to every trainer built inside the block, after our own."""
+    token = _EXTRA_CALLBACKS.set(_EXTRA_CALLBACKS.get() + callbacks)
+    try:
+        yield
+    finally:
+        _EXTRA_CALLBACKS.reset(token)
+
+
+def active_extra_callbacks() -> list[TrainerCallback]:
+    """Return the callbacks added by the enclosing `extra_callbacks` blocks."""
+    return list(_EXTRA_CALLBACKS.get())
 
 
 def is_complete_checkpoint(path: Path) -> bool:

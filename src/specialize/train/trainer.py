@@ -11,7 +11,12 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from specialize.artifacts import atomic_dir
 from specialize.track.rundir import RunDir
-from specialize.train.callbacks import CheckpointGuard, MetricsLog, ProgressBar
+from specialize.train.callbacks import (
+    CheckpointGuard,
+    MetricsLog,
+    ProgressBar,
+    active_extra_callbacks,
+)
 from specialize.train.config import RecipeConfig
 from specialize.train.precision import Precision
 
@@ -174,6 +179,7 @@ def build_trainer(
 
         probe = RetentionProbe(run, tokenizer, recipe.retention)
         callbacks.append(probe)
+    callbacks.extend(active_extra_callbacks())  # after the probe: they may read what it wrote
     trainer = trainer_class(
         train_dataset=Dataset.from_list(train),
         eval_dataset=Dataset.from_list(val) if val else None,

@@ -1,0 +1,1 @@
+"""Sweeps: Optuna studies over ordinary training runs, with a forgetting-aware objective."""
