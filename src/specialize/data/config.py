@@ -11,7 +11,7 @@ from specialize.config import Config, load_config
 from specialize.models.catalog import DEFAULT_MODEL
 
 KindName = Literal[
-    "auto", "text", "chat", "instruction", "prompt_completion", "preference", "multimodal"
+    "auto", "text", "chat", "instruction", "prompt_completion", "preference", "multimodal", "speech"
 ]
 
 
@@ -82,6 +82,21 @@ class LeakageConfig(Config):
     )
 
 
+class AudioConfig(Config):
+    min_seconds: float = Field(0.2, ge=0, description="Drop recordings shorter than this.")
+    max_seconds: float = Field(
+        30.0, gt=0, description="Drop recordings longer than this (Whisper hears 30 s windows)."
+    )
+    silence_dbfs: float = Field(
+        -50.0, le=0, description="Drop recordings whose loudest 50 ms is quieter than this (dBFS)."
+    )
+
+    def limits(self):
+        from specialize.data.audio import AudioLimits
+
+        return AudioLimits(self.min_seconds, self.max_seconds, self.silence_dbfs)
+
+
 class DataConfig(Config):
     sources: list[SourceConfig] = Field(..., min_length=1, description="Input files and folders.")
     model: str | None = Field(
@@ -92,6 +107,7 @@ class DataConfig(Config):
     split: SplitConfig = Field(default_factory=SplitConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
     leakage: LeakageConfig = Field(default_factory=LeakageConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
 
     @model_validator(mode="after")
     def _ratios_all_or_none(self) -> DataConfig:

@@ -11,13 +11,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from specialize.data.audio import AudioLimits
 from specialize.data.formats import RawRow, read_rows
 from specialize.data.records import KINDS, Defect, RowChecker, detect_kind, same_family
 from specialize.data.templates import count_tokens
 from specialize.errors import DataError
 
 EXPECTED_KEYS = (
-    "messages (chat), instruction+output, prompt+completion, prompt+chosen+rejected, or text"
+    "messages (chat), instruction+output, prompt+completion, prompt+chosen+rejected, "
+    "audio+text (speech), or text"
 )
 
 
@@ -45,7 +47,10 @@ class LengthLimit:
 
 
 def check_file(
-    path: str | Path, kind: str = "auto", limit: LengthLimit | None = None
+    path: str | Path,
+    kind: str = "auto",
+    limit: LengthLimit | None = None,
+    audio_limits: AudioLimits | None = None,
 ) -> Iterator[CheckedRow]:
     """Yield every row of `path` validated; a row of another kind than the file's is a defect."""
     if kind != "auto" and kind not in KINDS:
@@ -81,11 +86,17 @@ def check_file(
         use_kind = row_kind if kind == "auto" else kind
         if kind == "chat" and row_kind == "multimodal":
             use_kind = "multimodal"
-        yield _check_row(raw, use_kind, media_root, limit)
+        yield _check_row(raw, use_kind, media_root, limit, audio_limits)
 
 
-def _check_row(raw: RawRow, kind: str, media_root: Path, limit: LengthLimit | None) -> CheckedRow:
-    checker = RowChecker(kind, raw.where, media_root)
+def _check_row(
+    raw: RawRow,
+    kind: str,
+    media_root: Path,
+    limit: LengthLimit | None,
+    audio_limits: AudioLimits | None = None,
+) -> CheckedRow:
+    checker = RowChecker(kind, raw.where, media_root, audio_limits)
     row = checker.convert(raw.value)
     checked = CheckedRow(raw, kind, row, checker.defects)
     if row is not None and limit is not None:

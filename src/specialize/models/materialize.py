@@ -200,7 +200,9 @@ def convert_gguf(gguf_path: Path, final: Path, *, provenance: dict | None = None
     return final
 
 
-def _installed_member(source: WheelGGUF | WheelCT2Whisper, member: str | None = None) -> Path | None:
+def _installed_member(
+    source: WheelGGUF | WheelCT2Whisper, member: str | None = None
+) -> Path | None:
     """Return a file or folder of an installed copy of the wheel, if the right version is installed."""
     member = member or source.member
     top = member.split("/", 1)[0]

@@ -42,7 +42,9 @@ class CT2Model:
 
     def get(self, name: str) -> np.ndarray:
         if name not in self.variables:
-            raise ModelError(f"CTranslate2 model has no variable {name!r}", fix="is it a Whisper model?")
+            raise ModelError(
+                f"CTranslate2 model has no variable {name!r}", fix="is it a Whisper model?"
+            )
         return self.variables[name]
 
     def count(self, prefix: str) -> int:
@@ -61,7 +63,9 @@ def read_ct2_model(path: str | Path) -> CT2Model:
     version = reader.unpack("I")
     if version not in _SUPPORTED_BINARY_VERSIONS:
         raise ModelError(
-            f"unsupported CTranslate2 binary version {version}", where=str(path), fix="is this a model.bin?"
+            f"unsupported CTranslate2 binary version {version}",
+            where=str(path),
+            fix="is this a model.bin?",
         )
     spec, revision = reader.string(), reader.unpack("I")
     variables: dict[str, np.ndarray] = {}
@@ -70,7 +74,9 @@ def read_ct2_model(path: str | Path) -> CT2Model:
         shape = [reader.unpack("I") for _ in range(reader.unpack("B"))]
         type_id, num_bytes = reader.unpack("B"), reader.unpack("I")
         if type_id >= len(_CT2_DTYPES):
-            raise ModelError(f"variable {name!r} has unsupported dtype id {type_id}", where=str(path))
+            raise ModelError(
+                f"variable {name!r} has unsupported dtype id {type_id}", where=str(path)
+            )
         dtype = np.dtype(_CT2_DTYPES[type_id])
         raw = reader.take(num_bytes)
         variables[name] = np.frombuffer(raw, dtype=dtype).reshape(shape)
@@ -78,7 +84,9 @@ def read_ct2_model(path: str | Path) -> CT2Model:
         alias, target = reader.string(), reader.string()
         variables[alias] = variables[target]
     if reader.pos != len(data):
-        raise ModelError(f"{len(data) - reader.pos} trailing bytes after the aliases", where=str(path))
+        raise ModelError(
+            f"{len(data) - reader.pos} trailing bytes after the aliases", where=str(path)
+        )
     return CT2Model(spec, revision, variables)
 
 
@@ -157,12 +165,14 @@ def whisper_state_dict(ct2: CT2Model, config) -> dict[str, Any]:
     def split_linear(hf_names: list[str], ct: str) -> None:
         weights = np.split(ct2.get(f"{ct}/weight"), len(hf_names))
         biases = np.split(ct2.get(f"{ct}/bias"), len(hf_names))
-        for hf, weight, bias in zip(hf_names, weights, biases):
+        for hf, weight, bias in zip(hf_names, weights, biases, strict=True):
             put(f"{hf}.weight", weight)
             if hf.endswith("k_proj"):
                 # Whisper's key projection has no bias; CTranslate2 stored zeros in its place.
                 if np.abs(bias.astype(np.float32)).max() > 0:
-                    raise ModelError(f"{ct}: non-zero key bias, which transformers' Whisper cannot hold")
+                    raise ModelError(
+                        f"{ct}: non-zero key bias, which transformers' Whisper cannot hold"
+                    )
             else:
                 put(f"{hf}.bias", bias)
 
@@ -180,7 +190,9 @@ def whisper_state_dict(ct2: CT2Model, config) -> dict[str, Any]:
         hf, ct = f"model.decoder.layers.{i}", f"decoder/layer_{i}"
         _attention_and_ffn(hf, ct, linear, norm, split_linear)
         split_linear([f"{hf}.encoder_attn.q_proj"], f"{ct}/attention/linear_0")
-        split_linear([f"{hf}.encoder_attn.k_proj", f"{hf}.encoder_attn.v_proj"], f"{ct}/attention/linear_1")
+        split_linear(
+            [f"{hf}.encoder_attn.k_proj", f"{hf}.encoder_attn.v_proj"], f"{ct}/attention/linear_1"
+        )
         linear(f"{hf}.encoder_attn.out_proj", f"{ct}/attention/linear_2")
         norm(f"{hf}.encoder_attn_layer_norm", f"{ct}/attention/layer_norm")
     return out
@@ -257,7 +269,10 @@ def whisper_generation_config(config, tokenizer, ct2_config: dict | None = None)
     )
     if multilingual:
         settings["lang_to_id"] = {t: ids(t) for t in languages}
-        settings["task_to_id"] = {"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")}
+        settings["task_to_id"] = {
+            "transcribe": ids("<|transcribe|>"),
+            "translate": ids("<|translate|>"),
+        }
     return GenerationConfig(**settings)
 
 
@@ -273,7 +288,9 @@ def convert_ct2_whisper(folder: Path, out_dir: Path) -> Path:
 
     for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt"):
         if not (folder / name).is_file():
-            raise ModelError(f"missing {name}", where=str(folder), fix="is this a CTranslate2 Whisper folder?")
+            raise ModelError(
+                f"missing {name}", where=str(folder), fix="is this a CTranslate2 Whisper folder?"
+            )
     ct2 = read_ct2_model(folder / "model.bin")
     ct2_config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     vocabulary = (folder / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
