@@ -140,6 +140,7 @@ def whisper_config(ct2: CT2Model, vocabulary: list[str]):
         eos_token_id=eot,
         pad_token_id=eot,
         scale_embedding=bool(int(ct2.get("decoder/scale_embeddings"))),
+        begin_suppress_tokens=None,  # generation settings live in generation_config.json
         tie_word_embeddings=True,
         architectures=["WhisperForConditionalGeneration"],
     )
@@ -152,7 +153,7 @@ def whisper_state_dict(ct2: CT2Model, config) -> dict[str, Any]:
     out: dict[str, Any] = {}
 
     def put(name: str, value: np.ndarray) -> None:
-        out[name] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+        out[name] = torch.from_numpy(np.array(value, dtype=np.float32))  # a writable copy
 
     def linear(hf: str, ct: str) -> None:
         put(f"{hf}.weight", ct2.get(f"{ct}/weight"))
@@ -281,19 +282,28 @@ def _is_language_token(token: str) -> bool:
     return 2 <= len(inner) <= 3 and inner.isalpha() and inner.islower()
 
 
+def read_vocabulary(folder: Path) -> list[str]:
+    """Return CTranslate2's vocabulary: vocabulary.txt (one token a line) or vocabulary.json."""
+    if (folder / "vocabulary.txt").is_file():
+        return (folder / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
+    if (folder / "vocabulary.json").is_file():
+        return json.loads((folder / "vocabulary.json").read_text(encoding="utf-8"))
+    raise ModelError("no vocabulary.txt or vocabulary.json", where=str(folder))
+
+
 def convert_ct2_whisper(folder: Path, out_dir: Path) -> Path:
     """Write a transformers Whisper directory (model, tokenizer, processor) from a CT2 folder."""
     import torch
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-    for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt"):
+    for name in ("model.bin", "config.json", "tokenizer.json"):
         if not (folder / name).is_file():
             raise ModelError(
                 f"missing {name}", where=str(folder), fix="is this a CTranslate2 Whisper folder?"
             )
     ct2 = read_ct2_model(folder / "model.bin")
     ct2_config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    vocabulary = (folder / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
+    vocabulary = read_vocabulary(folder)
     config = whisper_config(ct2, vocabulary)
     with torch.device("meta"):
         model = WhisperForConditionalGeneration(config)
