@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from specialize.config import Config, load_config, resolve_against
 from specialize.models.catalog import DEFAULT_MODEL
 
-Method = Literal["sft", "cpt", "dpo", "reward", "rl"]
+Method = Literal["sft", "cpt", "dpo", "reward", "rl", "asr"]
 
 
 class ReplayConfig(Config):
@@ -178,7 +178,7 @@ class RecipeConfig(Config):
     )
     method: Method = Field(
         ...,
-        description="sft: instruction tuning on chat data; cpt: continued pretraining on raw text; dpo: preferences (prompt, chosen, rejected); reward: a reward model on preferences; rl: GRPO against a reward model.",
+        description="sft: instruction tuning on chat data; cpt: continued pretraining on raw text; dpo: preferences (prompt, chosen, rejected); reward: a reward model on preferences; rl: GRPO against a reward model; asr: speech recognition (a Whisper model on recordings + transcripts).",
     )
     data: DataSection
     adaptation: AdaptationSection = Field(default_factory=AdaptationSection)

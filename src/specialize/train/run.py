@@ -18,6 +18,7 @@ from specialize.errors import TrainingError
 from specialize.track import registry
 from specialize.track.environment import capture_environment
 from specialize.track.rundir import RunDir, new_run_dir, open_run_dir
+from specialize.train.asr import SPEECH_METHODS, train_asr
 from specialize.train.callbacks import complete_checkpoints
 from specialize.train.config import RecipeConfig
 from specialize.train.cpt import train_cpt
@@ -37,6 +38,7 @@ METHODS: dict[str, Callable[..., Outcome]] = {
     "dpo": train_dpo,
     "reward": train_reward,
     "rl": train_rl,
+    "asr": train_asr,
 }
 # A reward model scores text rather than writing it: generation-based retention does not apply.
 SCORERS = {"reward"}
@@ -116,7 +118,12 @@ def _execute(recipe: RecipeConfig, run: RunDir, *, resume_from: str | None, prog
         and recipe.preference.reward_model
     ):
         summary["win_rate"] = _win_rate(recipe, run)
-    if recipe.method in SCORERS:
+    if recipe.method in SPEECH_METHODS:  # WER on its test split and on general speech
+        if _is_main() and not outcome.nonfinite:
+            from specialize.train.asr import evaluate_after
+
+            summary |= evaluate_after(recipe, run, progress=progress)
+    elif recipe.method in SCORERS:
         summary["retention"] = {
             "suite": "none",
             "why": "a reward model scores text; it does not generate",
@@ -124,7 +131,7 @@ def _execute(recipe: RecipeConfig, run: RunDir, *, resume_from: str | None, prog
     elif _is_main() and not outcome.nonfinite and recipe.retention.suite != "none":
         summary["retention"] = measure_retention_after(recipe, run, progress=progress)
     if _is_main():
-        if not outcome.nonfinite and recipe.method not in SCORERS:
+        if not outcome.nonfinite and recipe.method not in SCORERS | SPEECH_METHODS:
             _record_samples(recipe, run)
         _record_end(run, status, summary, time.monotonic() - started)
         if status == "finished":
