@@ -20,6 +20,7 @@ from specialize.cli import ladder as ladder_cli
 from specialize.cli import models as models_cli
 from specialize.cli import runs as runs_cli
 from specialize.cli import train as train_cli
+from specialize.cli import transcribe as transcribe_cli
 from specialize.errors import SpecializeError
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ app.add_typer(adapters_cli.app, name="adapters")
 app.add_typer(feedback_cli.app, name="feedback")
 generate_cli.register(app)
 train_cli.register(app)
+transcribe_cli.register(app)
 eval_cli.register(app)
 ladder_cli.register(app)
 demo_cli.register(app)

@@ -62,6 +62,9 @@ def transcribe(
     import torch
 
     texts: list[str] = []
+    # The decoder sees at most max_target_positions tokens, start and task tokens included.
+    limit = getattr(speech.model.config, "max_target_positions", 448) - 4
+    max_new_tokens = min(max_new_tokens, limit)
     device = next(speech.model.parameters()).device
     for start in range(0, len(recordings), batch_size):
         batch = recordings[start : start + batch_size]
