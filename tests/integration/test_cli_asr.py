@@ -210,3 +210,76 @@ def test_bad_recordings_are_named_defects(cli, tmp_path: Path) -> None:
     assert (
         "rows.jsonl:3" in rejects["3"]["where"] and "40.0 s > max 30.0 s" in rejects["3"]["detail"]
     )
+
+
+@pytest.fixture(scope="module")
+def speech_server(trained, tiny_whisper: Path):
+    """The audio endpoint on a real uvicorn server: base tiny Whisper + the trained adapter."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from specialize.serve.app import create_app
+    from specialize.serve.audio_api import AudioLimits, SpeechHost
+
+    host = SpeechHost(str(tiny_whisper), {"nordvik": str(trained["run"])})
+    app = create_app(speech=(host, AudioLimits(max_bytes=400_000, max_seconds=8, api_key="k")))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/v1"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_openai_client_transcribes_with_base_and_adapter(speech_server, speech_data: Path) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=speech_server, api_key="k")
+    wav = sorted((speech_data / "data" / "audio").glob("test-*.wav"))[0]
+    with open(wav, "rb") as handle:
+        plain = client.audio.transcriptions.create(model="base", file=handle)
+    assert isinstance(plain.text, str)
+    with open(wav, "rb") as handle:
+        text = client.audio.transcriptions.create(
+            model="nordvik", file=handle, response_format="text"
+        )
+    assert isinstance(text, str)
+    with open(wav, "rb") as handle:
+        verbose = client.audio.transcriptions.create(
+            model="nordvik", file=handle, response_format="verbose_json"
+        )
+    assert verbose.duration > 0.5 and len(verbose.segments) == 1
+
+
+def test_audio_endpoint_refuses_bad_uploads(speech_server, tmp_path: Path) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=speech_server, api_key="k", max_retries=0)
+    (tmp_path / "notes.wav").write_text("this is not audio")
+    soundfile.write(tmp_path / "long.wav", np.full(8000 * 12, 0.1, dtype=np.float32), 8000)
+    soundfile.write(
+        tmp_path / "big.wav", np.full(16000 * 7, 0.1, dtype=np.float32), 16000, subtype="FLOAT"
+    )
+    cases = [
+        ("notes.wav", "base", 400),
+        ("long.wav", "base", 413),
+        ("big.wav", "base", 413),
+        ("long.wav", "../etc", 404),
+    ]
+    for name, model, status in cases:
+        with pytest.raises(openai.APIStatusError) as caught, open(tmp_path / name, "rb") as handle:
+            client.audio.transcriptions.create(model=model, file=handle)
+        assert caught.value.status_code == status, name
+    wrong_key = openai.OpenAI(base_url=speech_server, api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError), open(tmp_path / "long.wav", "rb") as handle:
+        wrong_key.audio.transcriptions.create(model="base", file=handle)

@@ -41,3 +41,35 @@ def register(app: typer.Typer) -> None:
                 typer.echo(json.dumps(record, ensure_ascii=False))
             else:
                 typer.echo(f"{file}: {text}" if len(files) > 1 else text)
+
+    @app.command("serve-speech")
+    def serve_speech_cmd(
+        model: str = typer.Option(DEFAULT_SPEECH_MODEL, help="Speech model: alias or directory."),
+        adapter: list[str] = typer.Option(
+            [], help="NAME=RUN_DIR: a speech adapter served under NAME; repeatable."
+        ),
+        bind: str = typer.Option("127.0.0.1", help="Address to listen on."),
+        port: int = typer.Option(8000, help="Port."),
+        max_mb: float = typer.Option(25.0, help="Largest upload in MiB (413 above)."),
+        max_seconds: float = typer.Option(600.0, help="Longest recording in seconds (413 above)."),
+        api_key: str | None = typer.Option(
+            None, envvar="SPECIALIZE_API_KEY", help="Require this Bearer token."
+        ),
+    ) -> None:
+        """OpenAI-compatible POST /v1/audio/transcriptions: the base speech model and its adapters."""
+        import uvicorn
+
+        from specialize.errors import ConfigError
+        from specialize.serve.app import create_app
+        from specialize.serve.audio_api import AudioLimits, SpeechHost
+
+        pairs = [spec.split("=", 1) for spec in adapter]
+        bad = [spec for spec, pair in zip(adapter, pairs, strict=True) if len(pair) != 2]
+        if bad:
+            raise ConfigError([f"--adapter {spec!r}: expected NAME=RUN_DIR" for spec in bad])
+        host = SpeechHost(model, dict(pairs))
+        limits = AudioLimits(int(max_mb * 2**20), max_seconds, api_key)
+        typer.echo(
+            f"serving {', '.join(host.names())} on http://{bind}:{port}/v1/audio/transcriptions"
+        )
+        uvicorn.run(create_app(speech=(host, limits)), host=bind, port=port, log_level="warning")

@@ -13,7 +13,7 @@ from specialize.errors import SpecializeError
 STATIC = Path(__file__).with_name("static")
 
 
-def create_app(host=None, limits=None, feedback=None) -> FastAPI:
+def create_app(host=None, limits=None, feedback=None, speech=None) -> FastAPI:
     """Return the app; state lives in $SPECIALIZE_HOME (registry and run directories).
 
     With a ModelHost, the OpenAI-compatible endpoints (and their limits) are mounted too; with a
@@ -28,6 +28,10 @@ def create_app(host=None, limits=None, feedback=None) -> FastAPI:
         from specialize.serve.openai_api import Limits, add_openai_routes
 
         add_openai_routes(app, host, limits or Limits())
+    if speech is not None:  # (SpeechHost, AudioLimits): /v1/audio/transcriptions
+        from specialize.serve.audio_api import add_audio_routes
+
+        add_audio_routes(app, *speech)
     return app
 
 
