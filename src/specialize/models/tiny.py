@@ -106,6 +106,7 @@ def save_tiny_whisper(out_dir: str | Path, *, seed: int = 0) -> Path:
     rebuilt.add_special_tokens(WHISPER_SPECIAL_TOKENS)
     rebuilt.save(str(out / "tokenizer.json"))
     tokenizer = WhisperTokenizer(tokenizer_file=str(out / "tokenizer.json"))
+    tokenizer.pad_token = "<|endoftext|>"
     ids = tokenizer.convert_tokens_to_ids
     eot = ids("<|endoftext|>")
     config = WhisperConfig(

@@ -218,6 +218,7 @@ def whisper_tokenizer(tokenizer_json: Path, vocabulary: list[str]):
     from transformers import WhisperTokenizer
 
     tokenizer = WhisperTokenizer(tokenizer_file=str(tokenizer_json))
+    tokenizer.pad_token = "<|endoftext|>"  # as Whisper's own tokenizers do
     extra = vocabulary[len(tokenizer) :]
     if extra:
         tokenizer.add_tokens(extra, special_tokens=False)
