@@ -283,3 +283,38 @@ def test_audio_endpoint_refuses_bad_uploads(speech_server, tmp_path: Path) -> No
     wrong_key = openai.OpenAI(base_url=speech_server, api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError), open(tmp_path / "long.wav", "rb") as handle:
         wrong_key.audio.transcriptions.create(model="base", file=handle)
+
+
+def test_cascade_scores_spoken_beside_typed(
+    cli, tiny_whisper: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    rows = [
+        json.loads(line)
+        for line in (REPO / "examples/nordvik/data/test.jsonl").read_text().splitlines()[:3]
+    ]
+    for index, row in enumerate(rows):
+        question = next(m["content"] for m in row["messages"] if m["role"] == "user")
+        subprocess.run(["espeak-ng", "-w", str(tmp_path / f"q{index}.wav"), question], check=True)
+        row["audio"] = f"q{index}.wav"
+    (tmp_path / "spoken.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, err = cli(
+        "cascade",
+        tmp_path / "spoken.jsonl",
+        "--model",
+        tiny_model_dir,
+        "--speech-model",
+        tiny_whisper,
+        "--metric",
+        "contains",
+        "--out",
+        tmp_path / "cascade.json",
+    )
+    assert code == 0, err
+    result = json.loads((tmp_path / "cascade.json").read_text())
+    assert result["question_wer"]["n"] == 3 and result["spoken_minus_typed"]["contains"]["n"] == 3
+    assert result["typed"]["contains"]["n"] == 3 and len(result["items"]) == 3
+    item = result["items"][0]
+    assert item["question"] in rows[0]["messages"][1]["content"] and isinstance(
+        item["transcript"], str
+    )
+    assert "question WER" in out and "typed" in out

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from specialize.models.catalog import DEFAULT_SPEECH_MODEL
+from specialize.models.catalog import DEFAULT_MODEL, DEFAULT_SPEECH_MODEL
 
 
 def register(app: typer.Typer) -> None:
@@ -73,3 +73,38 @@ def register(app: typer.Typer) -> None:
             f"serving {', '.join(host.names())} on http://{bind}:{port}/v1/audio/transcriptions"
         )
         uvicorn.run(create_app(speech=(host, limits)), host=bind, port=port, log_level="warning")
+
+    @app.command("cascade")
+    def cascade_cmd(
+        data: Path = typer.Argument(
+            ..., help="Eval file whose rows also carry 'audio' (the spoken question)."
+        ),
+        model: str = typer.Option(DEFAULT_MODEL, help="Text model answering the questions."),
+        adapter: Path | None = typer.Option(None, help="Text adapter (run dir or adapter dir)."),
+        speech_model: str = typer.Option(DEFAULT_SPEECH_MODEL, help="Speech model."),
+        speech_adapter: Path | None = typer.Option(None, help="Speech adapter (an asr run)."),
+        metric: list[str] = typer.Option([], help="Metrics (default: the task defaults)."),
+        out: Path = typer.Option(Path("cascade.json"), help="Where to write the result."),
+    ) -> None:
+        """Spoken questions -> speech model -> text model, scored beside the same questions typed."""
+        from specialize.artifacts import atomic_write_json
+        from specialize.evaluate.cascade import cascade_eval
+        from specialize.models.loading import load_model
+        from specialize.models.speech import load_speech_model
+
+        speech = load_speech_model(speech_model, adapter=speech_adapter)
+        text_model, tokenizer = load_model(model, adapter=adapter)
+        result = cascade_eval(speech, text_model, tokenizer, data, metrics=metric or None)
+        atomic_write_json(out, result)
+        wer = result["question_wer"]
+        typer.echo(
+            f"question WER {wer['mean']:.3f} [{wer['ci95'][0]:.3f}, {wer['ci95'][1]:.3f}] n={wer['n']}"
+        )
+        for name, typed in result["typed"].items():
+            spoken, change = result["spoken"][name], result["spoken_minus_typed"][name]
+            typer.echo(
+                f"{name}: typed {typed['mean']:.3f}, spoken {spoken['mean']:.3f} "
+                f"(change {change['delta']:+.3f} [{change['ci95'][0]:+.3f}, {change['ci95'][1]:+.3f}], "
+                f"p={change['p_value']:.3f}, n={change['n']})"
+            )
+        typer.echo(f"wrote {out}")
