@@ -33,6 +33,8 @@ def synthesise(folder: Path, count: int) -> list[dict]:
             "0",
             "--seed",
             "11",
+            "--questions",
+            "0",
         ],
         check=True,
         capture_output=True,

@@ -8,7 +8,9 @@ voice, speed and pitch drawn from the seed, and gets white noise at a seeded sig
 ratio. Test utterances use templates never used in training and a voice (en-029, Caribbean
 English) that no training or validation utterance uses, so the test asks whether the model
 learnt the words rather than one voice or sentence. Writes train/val/test.jsonl (audio path
-+ transcript) and the wav files under DIR (default: examples/nordvik/speech/data, not committed).
++ transcript) and the wav files under DIR (default: examples/nordvik/speech/data, not committed),
+and spoken_test.jsonl: the example's policy test questions, voiced, with their answers, for
+`specialize cascade` (speech model, then the text specialist, beside the typed questions).
 """
 
 from __future__ import annotations
@@ -102,14 +104,48 @@ def generate(out: Path, *, seed: int, train: int, test: int, val_share: float = 
     return {split: len(items) for split, items in rows.items()}
 
 
+def spoken_questions(out: Path, *, seed: int, count: int) -> int:
+    """Voice the first `count` policy test questions of examples/nordvik/data/test.jsonl in the
+    test voice; write spoken_test.jsonl (the eval rows plus "audio") for `specialize cascade`."""
+    rng, noise_rng = random.Random(seed), np.random.default_rng(seed)
+    source = HERE.parent / "data" / "test.jsonl"
+    rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines() if line]
+    rows = [r for r in rows if r.get("task") == "policy"][:count]
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    for index, row in enumerate(rows):
+        question = next(m["content"] for m in row["messages"] if m["role"] == "user")
+        path = out / "audio" / f"question-{index:04d}.wav"
+        voice = TEST_VOICE + rng.choice(VARIANTS)
+        speak(
+            question,
+            voice,
+            rng.randint(140, 170),
+            rng.randint(40, 60),
+            path,
+            rng.uniform(20, 30),
+            noise_rng,
+        )
+        row["audio"] = f"audio/{path.name}"
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    (out / "spoken_test.jsonl").write_text(lines, encoding="utf-8")
+    return len(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--train", type=int, default=160, help="utterances for train + val")
     parser.add_argument("--test", type=int, default=40, help="held-out utterances (unseen voice)")
     parser.add_argument("--out", type=Path, default=HERE / "data")
+    parser.add_argument(
+        "--questions",
+        type=int,
+        default=20,
+        help="policy test questions voiced for `specialize cascade`",
+    )
     args = parser.parse_args()
     counts = generate(args.out, seed=args.seed, train=args.train, test=args.test)
+    counts["spoken_questions"] = spoken_questions(args.out, seed=args.seed, count=args.questions)
     print(f"wrote {counts} to {args.out}")
 
 
