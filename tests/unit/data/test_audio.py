@@ -56,3 +56,32 @@ def test_speech_rows_are_detected_in_both_layouts():
     assert detect_kind({"audio": "a.wav", "text": "hi"}) == "speech"
     assert detect_kind({"file_name": "a.wav", "transcription": "hi"}) == "speech"
     assert detect_kind({"text": "hi"}) == "text"
+
+
+def test_audio_parts_in_chat_rows_are_decoded_and_checked(tmp_path):
+    from specialize.data.records import RowChecker
+
+    soundfile.write(tmp_path / "q.wav", tone(1.0, 16000), 16000)
+    soundfile.write(tmp_path / "hush.wav", np.zeros(16000, dtype=np.float32), 16000)
+
+    def chat(audio: str) -> dict:
+        return {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "audio", "path": audio},
+                        {"type": "text", "text": "What did I say?"},
+                    ],
+                },
+                {"role": "assistant", "content": "A question."},
+            ]
+        }
+
+    good = RowChecker("multimodal", "f.jsonl:1", tmp_path)
+    assert good.convert(chat("q.wav"))["audios"] == [str(tmp_path / "q.wav")]
+    silent = RowChecker("multimodal", "f.jsonl:2", tmp_path)
+    assert silent.convert(chat("hush.wav")) is None
+    assert "dBFS" in silent.defects[0].message and silent.defects[0].field.endswith(
+        "content[0].path"
+    )
