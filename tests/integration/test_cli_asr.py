@@ -82,7 +82,8 @@ def trained(tiny_whisper: Path, speech_data: Path, tmp_path_factory) -> dict:
                 "seed": 3,
             },
             "eval": {"every_steps": 2, "patience": None},
-            "retention": {"suite": "none"},
+            # General real speech is measured at each evaluation (the probe) and before/after.
+            "retention": {"suite": "core", "budget_points": 1000},
             "output": {"dir": str(speech_data / "run")},
         }
         (speech_data / "asr.yaml").write_text(yaml.safe_dump(recipe))
@@ -134,6 +135,10 @@ def test_asr_run_directory_adapter_and_eval(trained) -> None:
     assert wer["n"] == 3 and wer["ci95"][0] <= wer["mean"] <= wer["ci95"][1]
     item = evaluation["items"][0]
     assert {"reference", "hypothesis", "base_hypothesis", "wer", "audio"} <= set(item)
+    assert [p["step"] for p in record["speech_probe"]] == [2, 4]
+    retention = json.loads((run / "speech_retention.json").read_text())
+    assert len(retention["items"]) == 10 and retention["per_item_delta"]["n"] == 10
+    assert record["outcome"]["retention"]["verdict"] in ("kept", "forgot")
     assert record["outcome"]["test_wer"]["verdict"] in (
         "improved",
         "regressed",
