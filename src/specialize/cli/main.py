@@ -22,6 +22,7 @@ from specialize.cli import runs as runs_cli
 from specialize.cli import simulate as simulate_cli
 from specialize.cli import sweep as sweep_cli
 from specialize.cli import train as train_cli
+from specialize.cli import transcribe as transcribe_cli
 from specialize.errors import SpecializeError
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ app.add_typer(feedback_cli.app, name="feedback")
 app.add_typer(simulate_cli.app, name="simulations")
 generate_cli.register(app)
 train_cli.register(app)
+transcribe_cli.register(app)
 eval_cli.register(app)
 ladder_cli.register(app)
 demo_cli.register(app)

@@ -12,7 +12,7 @@ from specialize.data.templates import NAMED_TEMPLATES
 from specialize.models.catalog import DEFAULT_MODEL
 
 KindName = Literal[
-    "auto", "text", "chat", "instruction", "prompt_completion", "preference", "multimodal"
+    "auto", "text", "chat", "instruction", "prompt_completion", "preference", "multimodal", "speech"
 ]
 
 
@@ -174,6 +174,20 @@ class AugmentConfig(Config):
         description="The model's paraphrases, kept only when every key fact (numbers, names) survives.",
     )
 
+class AudioConfig(Config):
+    min_seconds: float = Field(0.2, ge=0, description="Drop recordings shorter than this.")
+    max_seconds: float = Field(
+        30.0, gt=0, description="Drop recordings longer than this (Whisper hears 30 s windows)."
+    )
+    silence_dbfs: float = Field(
+        -50.0, le=0, description="Drop recordings whose loudest 50 ms is quieter than this (dBFS)."
+    )
+
+    def limits(self):
+        from specialize.data.audio import AudioLimits
+
+        return AudioLimits(self.min_seconds, self.max_seconds, self.silence_dbfs)
+
 
 class DataConfig(Config):
     sources: list[SourceConfig] = Field(..., min_length=1, description="Input files and folders.")
@@ -194,6 +208,7 @@ class DataConfig(Config):
         description="Fact augmentation: more phrasings of each training question, made after the "
         "split from train rows only and marked `generated`.",
     )
+    audio: AudioConfig = Field(default_factory=AudioConfig)
 
     @model_validator(mode="after")
     def _ratios_all_or_none(self) -> DataConfig:

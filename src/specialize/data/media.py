@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-import wave
 from pathlib import Path
-
-# Leading bytes of audio formats that the standard library cannot open itself.
-_AUDIO_MAGIC = {
-    b"fLaC": "flac",
-    b"OggS": "ogg",
-    b"ID3": "mp3",
-    b"\xff\xfb": "mp3",
-    b"\xff\xf3": "mp3",
-}
 
 
 def check_media(path: Path, kind: str) -> tuple[str, str] | None:
@@ -42,12 +32,13 @@ def _check_image(path: Path) -> None:
 
 
 def _check_audio(path: Path) -> None:
-    with open(path, "rb") as handle:
-        head = handle.read(12)
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        with wave.open(str(path)) as audio:
-            if audio.getnframes() == 0:
-                raise ValueError("no audio frames")
-        return
-    if not any(head.startswith(magic) for magic in _AUDIO_MAGIC):
-        raise ValueError("not a wav, flac, ogg or mp3 file")
+    """Decode the recording and apply the speech checks (rate, duration, silence) with defaults."""
+    from specialize.data.audio import AudioLimits, audio_problems, inspect_audio
+
+    limits = AudioLimits()
+    info = inspect_audio(path, max_decode_seconds=limits.max_seconds)
+    errors = [
+        message for _, message, severity in audio_problems(info, limits) if severity == "error"
+    ]
+    if errors:
+        raise ValueError("; ".join(errors))

@@ -130,7 +130,13 @@ def _read_source(
 ) -> tuple[list[Candidate], Counter]:
     rows: list[Candidate] = []
     kinds: Counter = Counter()
-    checked_rows = check_file(source.path, source.kind, limit, LayoutOptions.from_source(source))
+    checked_rows = check_file(
+        source.path,
+        source.kind,
+        limit,
+        LayoutOptions.from_source(source),
+        audio_limits=config.audio.limits(),
+    )
     for checked in tqdm(
         checked_rows, desc=f"reading {Path(source.path).name}", unit=" rows", disable=not progress
     ):
@@ -214,6 +220,8 @@ def _hash_split(row: dict, config: DataConfig) -> str:
     group_key = config.split.group_key
     if group_key is not None and row.get(group_key) is not None:
         key = f"group:{row[group_key]}"
+    elif "audio_sha256" in row:  # a recording lands in one split, whatever its transcript says
+        key = f"audio:{row['audio_sha256']}"
     else:
         key = dedup_key(full_text(row))
     return assign_split(key, seed=config.split.seed, val=config.split.val, test=config.split.test)
@@ -445,6 +453,7 @@ def _write(
         outputs=outputs,
         counts=_counts(inputs, splits, ledger),
         tokens=_token_stats(splits, config.max_length) if tokenizer is not None else {},
+        audio=_audio_stats(splits),
         leakage={
             "removed_from_train": {
                 how: sum(r["reason"] == f"leak_{how}" for r in ledger.rejects)
@@ -501,6 +510,27 @@ def _token_stats(splits: dict[str, list[Candidate]], max_length: int) -> dict:
         }
     train = [c.tokens for c in splits["train"] if c.tokens is not None]
     stats["train_tokens_per_epoch"] = sum(min(n, max_length) for n in train)
+    return stats
+
+
+def _audio_stats(splits: dict[str, list[Candidate]]) -> dict:
+    """Return per-split recording counts and durations (empty when there is no speech row)."""
+    stats: dict[str, Any] = {}
+    for name, rows in splits.items():
+        seconds = [c.row["seconds"] for c in rows if "audio_sha256" in c.row]
+        if seconds:
+            stats[name] = {
+                "recordings": len(seconds),
+                "unique_recordings": len(
+                    {c.row["audio_sha256"] for c in rows if "audio_sha256" in c.row}
+                ),
+                "total_seconds": round(sum(seconds), 1),
+                "mean_seconds": round(sum(seconds) / len(seconds), 2),
+                "max_seconds": max(seconds),
+                "sample_rates": dict(
+                    Counter(str(c.row["sample_rate"]) for c in rows if "sample_rate" in c.row)
+                ),
+            }
     return stats
 
 

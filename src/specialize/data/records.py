@@ -8,6 +8,9 @@ Output rows follow TRL's dataset conventions, so its trainers take them as they 
   preference         {"prompt", "chosen", "rejected"} (all strings, or all message lists)
   multimodal         chat whose content lists parts {"type": "image"|"audio", "path"}, plus
                      "images"/"audios" with the resolved paths
+  speech             {"audio", "text"} (a recording and its transcript; also read from
+                     "file_name"+"transcription"/"sentence" of HF's audiofolder metadata.csv),
+                     plus the recording's "audio_sha256", "seconds" and "sample_rate"
 Other top-level keys (ids, group keys, tags) are kept as they are.
 """
 
@@ -18,9 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from specialize.data.audio import AudioLimits, audio_problems, inspect_audio
 from specialize.data.media import check_media
+from specialize.errors import UserFileError
 
-KINDS = ("text", "chat", "instruction", "prompt_completion", "preference", "multimodal")
+KINDS = ("text", "chat", "instruction", "prompt_completion", "preference", "multimodal", "speech")
+# Field names of a speech row: the recording, then its transcript (first present wins).
+AUDIO_KEYS = ("audio", "file_name", "audio_path")
+TRANSCRIPT_KEYS = ("text", "transcript", "transcription", "sentence")
 ROLES = ("system", "user", "assistant", "tool")
 MEDIA_TYPES = ("image", "audio")
 # Legacy OpenAI function-calling keys that specialize does not train on: ignored, with a warning.
@@ -54,6 +62,8 @@ def detect_kind(value: Any) -> str | None:
     keys = set(value)
     if "messages" in keys:
         return "multimodal" if _has_media(value["messages"]) else "chat"
+    if keys & set(AUDIO_KEYS) and keys & set(TRANSCRIPT_KEYS):
+        return "speech"
     if {"prompt", "chosen", "rejected"} <= keys:
         return "preference"
     if "instruction" in keys:
@@ -73,8 +83,11 @@ def same_family(a: str, b: str) -> bool:
 class RowChecker:
     """Validates rows of one kind and converts them; media paths resolve against `media_root`."""
 
-    def __init__(self, kind: str, where: str, media_root: Path):
+    def __init__(
+        self, kind: str, where: str, media_root: Path, audio_limits: AudioLimits | None = None
+    ):
         self.kind, self.where, self.media_root = kind, where, media_root
+        self.audio_limits = audio_limits or AudioLimits()
         self.defects: list[Defect] = []
 
     def convert(self, value: Any) -> dict | None:
@@ -92,6 +105,7 @@ class RowChecker:
             "instruction": self._instruction,
             "prompt_completion": self._prompt_completion,
             "preference": self._preference,
+            "speech": self._speech,
         }[self.kind]
         row = converter(value)
         if row is None or any(d.severity == "error" for d in self.defects):
@@ -169,6 +183,33 @@ class RowChecker:
                 if isinstance(parts[key], str):
                     parts[key] = [{"role": "assistant", "content": parts[key]}]
         return parts
+
+    def _speech(self, value: dict) -> dict | None:
+        audio_key = next((k for k in AUDIO_KEYS if k in value), AUDIO_KEYS[0])
+        text_key = next((k for k in TRANSCRIPT_KEYS if k in value), TRANSCRIPT_KEYS[0])
+        ref = self._string(value, audio_key)
+        transcript = self._string(value, text_key)
+        if ref is None:
+            return None
+        path = self.media_root / ref
+        limits = self.audio_limits
+        try:
+            info = inspect_audio(path, max_decode_seconds=limits.max_seconds)
+        except UserFileError as exc:
+            category = "missing_media" if not path.exists() else "unreadable_media"
+            self._error(category, audio_key, exc.what + f": {path}")
+            return None
+        for category, message, severity in audio_problems(info, limits):
+            (self._error if severity == "error" else self._warn)(category, audio_key, message)
+        if transcript is None:
+            return None
+        return {
+            "audio": str(path),
+            "text": transcript,
+            "audio_sha256": info.sha256,
+            "seconds": round(info.seconds, 3),
+            "sample_rate": info.sample_rate,
+        }
 
     def _chat(self, value: dict) -> dict | None:
         messages = value.get("messages")
@@ -428,6 +469,7 @@ _CONSUMED = {
     "instruction": {"instruction", "input", "output", "system"},
     "prompt_completion": {"prompt", "completion"},
     "preference": {"prompt", "chosen", "rejected"},
+    "speech": {*AUDIO_KEYS, *TRANSCRIPT_KEYS},
 }
 
 
@@ -464,7 +506,10 @@ def _as_text(item: str | list) -> str:
 
 
 def prompt_text(row: dict) -> str:
-    """Return what the model is asked: user turns, prompt, or the whole text for raw text."""
+    """Return what the model is asked: user turns, prompt, the whole text for raw text, or the
+    recording itself (its sha256) for speech, so one recording cannot sit in train and test."""
+    if "audio_sha256" in row:
+        return f"<audio:{row['audio_sha256']}>"
     if "messages" in row:
         return "\n".join(
             _message_text(m["content"]) for m in row["messages"] if m["role"] == "user"
@@ -525,6 +570,8 @@ def answer_texts(row: dict) -> list[str]:
 
 def full_text(row: dict) -> str:
     """Return every trained-on text field of a row joined, for duplicate detection."""
+    if "audio_sha256" in row:  # the same words in another voice are a new example
+        return f"{row['text']}\n<audio:{row['audio_sha256']}>"
     if "messages" in row:
         return "\n".join(f"{m['role']}: {_turn_text(m)}" for m in row["messages"])
     if "chosen" in row:

@@ -54,6 +54,7 @@ def write_data_report(
         _generated_section(counts.get("generated")),
         _pii_section(counts),
         _token_section(manifest, splits),
+        _audio_section(manifest, splits),
         _leakage_section(manifest),
         _samples_section(ledger),
     ]
@@ -105,6 +106,43 @@ def _token_section(manifest: DatasetManifest, splits: dict[str, list[Candidate]]
         ),
         html.paragraph(
             f"Estimated training tokens per epoch: {manifest.tokens['train_tokens_per_epoch']:,}."
+        ),
+    )
+
+
+def _audio_section(manifest: DatasetManifest, splits: dict[str, list[Candidate]]) -> str:
+    if not manifest.audio:
+        return ""
+    seconds = {
+        name: [c.row["seconds"] for c in rows if "seconds" in c.row]
+        for name, rows in splits.items()
+    }
+    png = histogram_png(
+        seconds,
+        title="Seconds per recording",
+        xlabel="seconds",
+        limit=manifest.config["audio"]["max_seconds"],
+    )
+    rows = [
+        (
+            name,
+            s["recordings"],
+            s["unique_recordings"],
+            s["total_seconds"],
+            s["mean_seconds"],
+            s["max_seconds"],
+            ", ".join(f"{rate} Hz: {n}" for rate, n in s["sample_rates"].items()),
+        )
+        for name, s in manifest.audio.items()
+    ]
+    return html.section(
+        "Recordings",
+        html.image(png, "recording duration histogram"),
+        html.table(
+            ["split", "recordings", "unique", "total s", "mean s", "max s", "sample rates"], rows
+        ),
+        html.paragraph(
+            "Recordings are resampled to 16 kHz mono when used; a recording lands in one split only."
         ),
     )
 

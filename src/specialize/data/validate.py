@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from specialize.data.audio import AudioLimits
 from specialize.data.formats import RawRow, read_rows
 from specialize.data.layouts import LayoutOptions, normalise
 from specialize.data.records import KINDS, Defect, RowChecker, detect_kind, same_family
@@ -19,8 +20,8 @@ from specialize.errors import DataError
 
 EXPECTED_KEYS = (
     "messages (chat), conversations (ShareGPT), instruction+output, prompt+completion, "
-    "prompt+chosen+rejected, input+preferred_output+non_preferred_output, or text "
-    "(other names: map them with the source's columns)"
+    "prompt+chosen+rejected, input+preferred_output+non_preferred_output, audio+text (speech), "
+    "or text (other names: map them with the source's columns)"
 )
 
 
@@ -53,6 +54,7 @@ def check_file(
     kind: str = "auto",
     limit: LengthLimit | None = None,
     layout: LayoutOptions | None = None,
+    audio_limits: AudioLimits | None = None,
 ) -> Iterator[CheckedRow]:
     """Yield every row of `path` validated; a row of another kind than the file's is a defect.
 
@@ -94,16 +96,21 @@ def check_file(
         use_kind = row_kind if kind == "auto" else kind
         if kind == "chat" and row_kind == "multimodal":
             use_kind = "multimodal"
-        checked = _check_row(raw, value, use_kind, media_root, limit)
+        checked = _check_row(raw, value, use_kind, media_root, limit, audio_limits)
         checked.layout = normalised.layout
         checked.defects[:0] = normalised.defects
         yield checked
 
 
 def _check_row(
-    raw: RawRow, value, kind: str, media_root: Path, limit: LengthLimit | None
+    raw: RawRow,
+    value,
+    kind: str,
+    media_root: Path,
+    limit: LengthLimit | None,
+    audio_limits: AudioLimits | None = None,
 ) -> CheckedRow:
-    checker = RowChecker(kind, raw.where, media_root)
+    checker = RowChecker(kind, raw.where, media_root, audio_limits)
     row = checker.convert(value)
     checked = CheckedRow(raw, kind, row, checker.defects)
     if row is not None and limit is not None:

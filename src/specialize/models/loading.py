@@ -187,7 +187,8 @@ def model_info(ref: str) -> ModelInfo:
         architecture=(config.architectures or [config.model_type])[0],
         parameters=parameters,
         dtype=str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", "unknown")),
-        context_length=getattr(config, "max_position_embeddings", None),
+        context_length=getattr(config, "max_position_embeddings", None)
+        or getattr(config, "max_target_positions", None),
         chat_template=bool(getattr(tokenizer, "chat_template", None)),
         size_bytes=size,
         content_hash=content_hash(resolved.path),

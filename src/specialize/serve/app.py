@@ -13,7 +13,9 @@ from specialize.errors import SpecializeError
 STATIC = Path(__file__).with_name("static")
 
 
-def create_app(host=None, limits=None, feedback=None, *, local_only: bool = True) -> FastAPI:
+def create_app(
+    host=None, limits=None, feedback=None, speech=None, *, local_only: bool = True
+) -> FastAPI:
     """Return the app; state lives in $SPECIALIZE_HOME (registry and run directories).
 
     With a ModelHost: the OpenAI-compatible endpoints (and their limits) only; with a
@@ -33,7 +35,11 @@ def create_app(host=None, limits=None, feedback=None, *, local_only: bool = True
         limits = limits or Limits()
         add_openai_routes(app, host, limits)
         access = Access(limits.api_key, limits.admin_key, limits.max_body_bytes, local_only)
-    if host is None and feedback is None:
+    if speech is not None:  # (SpeechHost, AudioLimits): /v1/audio/transcriptions
+        from specialize.serve.audio_api import add_audio_routes
+
+        add_audio_routes(app, *speech)
+    if host is None and feedback is None and speech is None:
         _dashboard_routes(app)
     app.add_middleware(Guard, access=access)
     return app

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AfterStep:
-    """One after-training step: `key` names its entry in the run's outcome (None: files only)."""
+    """One after-training step: `key` names its entry in the run's outcome; with None the step
+    writes files only, or returns a dict whose own keys join the outcome."""
 
     key: str | None
     run: Callable[[RecipeConfig, RunDir, bool], dict | None]
@@ -90,3 +91,14 @@ RETENTION = AfterStep("retention", measure_retention_after)
 NO_RETENTION = AfterStep("retention", retention_not_applicable)
 WIN_RATE = AfterStep("win_rate", judged_win_rate)
 SAMPLES = AfterStep(None, record_samples)
+
+
+def speech_after(recipe: RecipeConfig, run: RunDir, progress: bool = True) -> dict:
+    """WER on the run's test recordings and on general speech, base against tuned."""
+    from specialize.train.asr import evaluate_after
+
+    return evaluate_after(recipe, run, progress=progress)
+
+
+# `test_wer` and `retention` (general-speech WER before and after, paired, with its verdict).
+SPEECH = AfterStep(None, speech_after)

@@ -240,7 +240,8 @@ class RecipeConfig(Config):
         ...,
         description="Training method, one entry of train/methods.py: sft (instruction tuning on chat data), "
         "cpt (continued pretraining on raw text), dpo (preferences: prompt, chosen, rejected), reward (a reward "
-        "model on preferences), rl (GRPO against a reward model); `config validate` checks the combination.",
+        "model on preferences), rl (GRPO against a reward model), asr (speech recognition: a Whisper model on "
+        "recordings + transcripts); `config validate` checks the combination.",
     )
     chat_template: str | None = Field(
         None,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from specialize.config import locate
 from specialize.errors import ConfigError
-from specialize.train.after import NO_RETENTION, RETENTION, SAMPLES, WIN_RATE, AfterStep
+from specialize.train.after import NO_RETENTION, RETENTION, SAMPLES, SPEECH, WIN_RATE, AfterStep
+from specialize.train.asr import train_asr
 from specialize.train.config import RecipeConfig
 from specialize.train.cpt import train_cpt
 from specialize.train.dpo import train_dpo
@@ -109,6 +110,12 @@ METHODS: dict[str, Method] = {
         train_rl,
         checks=(needs_reward_model, lora_only, no_replay, room_for_answers),
         after=(WIN_RATE, RETENTION, SAMPLES),
+    ),
+    "asr": Method(
+        "speech recognition: a Whisper model on recordings and transcripts (WER)",
+        train_asr,
+        checks=(no_replay,),
+        after=(SPEECH,),
     ),
 }
 

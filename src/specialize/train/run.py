@@ -109,8 +109,12 @@ def _after_training(method: Method, recipe: RecipeConfig, run: RunDir, progress:
     added = {}
     for step in method.after:
         result = step.run(recipe, run, progress)
-        if step.key is not None and result is not None:
+        if result is None:
+            continue
+        if step.key is not None:
             added[step.key] = result
+        else:
+            added |= result
     return added
 
 
