@@ -29,11 +29,14 @@ def measure(
     config = load_scenarios(path, overrides)
     if contestants:
         config.contestants = [c for c in config.contestants if c.name in contestants]
-    with tempfile.TemporaryDirectory() as out:
-        started = time.monotonic()
-        report = run_simulation(config, out, scenario_file=path, progress=True)
-        seconds = time.monotonic() - started
-        lines = (Path(out) / "transcripts.jsonl").read_text().splitlines()
+    # A fresh folder each time (a resumed run would time nothing); kept, so a run cut short still
+    # leaves its finished conversations, each with its share of the time, in transcripts.jsonl.
+    out = Path(tempfile.mkdtemp(prefix=f"simulate-speed-b{batch_size}-"))
+    print(f"transcripts: {out / 'transcripts.jsonl'}", flush=True)
+    started = time.monotonic()
+    report = run_simulation(config, out, scenario_file=path, progress=True)
+    seconds = time.monotonic() - started
+    lines = (out / "transcripts.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]
     turns = sum(len(r["turns"]) for r in rows)
     held = sum(r["seconds"] for r in rows)  # turns, generation and checks; no loading
