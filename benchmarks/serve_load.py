@@ -2,7 +2,7 @@
 the old one-request-at-a-time path, in one run.
 
     .venv/bin/python benchmarks/serve_load.py [--clients 8 --clients 32] [--requests 32]
-        [--max-tokens 32] [--model smollm2-135m-instruct] [--adapter NAME=RUN_DIR ...]
+        [--max-tokens 32] [--prompts 6] [--model smollm2-135m-instruct] [--adapter NAME=RUN_DIR ...]
 
 Without --adapter it makes three random LoRA adapters on the model (so their answers differ
 visibly) in a temporary home.
@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, action="append", default=[])
     parser.add_argument("--requests", type=int, default=32, help="requests per client count")
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--prompts", type=int, default=len(PROMPTS), help="distinct prompts used")
     args = parser.parse_args()
     clients = args.clients or [8, 32]
     if not args.adapter:
@@ -63,7 +64,8 @@ def main() -> None:
         names.append(name)
     host = ModelHost(args.model, names)
     models = ["base", *names]
-    jobs = [(m, p) for p in PROMPTS for m in models]
+    prompts = PROMPTS[: args.prompts]
+    jobs = [(m, p) for p in prompts for m in models]
     settings = GenerationSettings(max_new_tokens=args.max_tokens)
     print(f"{args.model}: {', '.join(models)}; max_tokens {args.max_tokens}")
 
@@ -80,7 +82,7 @@ def main() -> None:
     for job in missing:  # references for requests the old path did not time
         old(job)
 
-    distinct = min(len({expected[(m, p)] for m in models}) for p in PROMPTS)
+    distinct = min(len({expected[(m, p)] for m in models}) for p in prompts)
     print(f"the {len(models)} models give at least {distinct} different answers to every prompt")
     url = _start_server(host)
     from openai import OpenAI
