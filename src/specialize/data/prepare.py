@@ -29,9 +29,10 @@ from specialize.data.curate import (
     quality_problem,
 )
 from specialize.data.formats import RawRow
-from specialize.data.leakage import LeakIndex
+from specialize.data.leakage import ImageLeakIndex, LeakIndex, same_images
+from specialize.data.media import image_info, is_data_url
 from specialize.data.mixing import mix_sources
-from specialize.data.records import full_text
+from specialize.data.records import full_text, row_images
 from specialize.data.splits import SPLITS, assign_split
 from specialize.data.validate import CheckedRow, LengthLimit, check_file
 from specialize.errors import DataError
@@ -80,6 +81,7 @@ class DatasetManifest:
     tokens: dict
     leakage: dict
     mixing: dict
+    images: dict = field(default_factory=dict)
 
 
 def prepare(config: DataConfig, out_dir: str | Path, *, progress: bool = True) -> DatasetManifest:
@@ -236,6 +238,8 @@ def _deduplicate(
             match = near.query(text, signature)
             first = by_where.get(match) if match else None
             how = "near"
+        if first is not None and how == "near" and not same_images(candidate.row, first.row):
+            first = None  # the same question about another picture is a new example
         if first is not None:
             _reject_copy(candidate, first, how, ledger)
             continue
@@ -259,16 +263,32 @@ def _remove_leaks(
 ) -> list[Candidate]:
     """Drop train rows whose question matches a val/test row or a row of a named eval file."""
     index = LeakIndex(config.leakage.near_threshold)
+    images = ImageLeakIndex()
     for candidate in candidates:
         if candidate.split != "train":
             index.add(candidate.row, f"{candidate.where} ({candidate.split})")
+            images.add(candidate.row, f"{candidate.where} ({candidate.split})")
     for path in config.leakage.eval_files:
         for checked in check_file(path, "auto", None):
             if checked.row is not None:
                 index.add(checked.row, f"{checked.raw.where} (eval file)")
+                images.add(checked.row, f"{checked.raw.where} (eval file)")
     kept = []
     for candidate in candidates:
-        leak = index.match(candidate.row) if candidate.split == "train" else None
+        if candidate.split != "train":
+            kept.append(candidate)
+            continue
+        # An image question is a new example when its picture is new, so images decide for them.
+        if row_images(candidate.row):
+            photo = images.match(candidate.row)
+            if photo is not None:
+                ledger.reject(
+                    candidate.where, "leak_image", f"same photo as {photo}", candidate.row
+                )
+                continue
+            kept.append(candidate)
+            continue
+        leak = index.match(candidate.row)
         if leak is None:
             kept.append(candidate)
         else:
@@ -343,14 +363,41 @@ def _write(
         leakage={
             "removed_from_train": {
                 how: sum(r["reason"] == f"leak_{how}" for r in ledger.rejects)
-                for how in ("exact", "near")
+                for how in ("exact", "near", "image")
             },
             "eval_files": config.leakage.eval_files,
         },
         mixing=mixing,
+        images=_image_manifest(splits),
     )
     write_manifest(out / "manifest.json", manifest)
     return manifest
+
+
+def _image_manifest(splits: dict[str, list[Candidate]]) -> dict:
+    """Every image the dataset uses, by sha256, with its size and the splits that use it."""
+    files: dict[str, dict] = {}
+    for name, rows in splits.items():
+        for candidate in rows:
+            for ref in row_images(candidate.row):
+                info = image_info(ref)
+                shown = f"data-url:{info.sha256[:16]}" if is_data_url(ref) else ref
+                entry = files.setdefault(
+                    shown,
+                    {
+                        "sha256": info.sha256,
+                        "dhash": f"{info.dhash:016x}",
+                        "size": [info.width, info.height],
+                        "mode": info.mode,
+                        "splits": [],
+                    },
+                )
+                if name not in entry["splits"]:
+                    entry["splits"].append(name)
+    if not files:
+        return {}
+    by_split = {name: sum(name in f["splits"] for f in files.values()) for name in splits}
+    return {"count": len(files), "by_split": by_split, "files": files}
 
 
 def _output_row(candidate: Candidate) -> dict:

@@ -7,7 +7,12 @@ Output rows follow TRL's dataset conventions, so its trainers take them as they 
   prompt_completion  {"prompt", "completion"}
   preference         {"prompt", "chosen", "rejected"} (all strings, or all message lists)
   multimodal         chat whose content lists parts {"type": "image"|"audio", "path"}, plus
-                     "images"/"audios" with the resolved paths
+                     "images"/"audios" with the resolved paths (a data: URL stays as it is)
+Image rows arrive in three layouts, all converted to the multimodal row above:
+  TRL/HF    "images": [paths] beside messages whose content has {"type": "image"} placeholders
+            (or "<image>" markers in a string), filled in order; counts must match
+  OpenAI    {"type": "image_url", "image_url": {"url": path or data:image/...;base64,...}}
+  own       {"type": "image", "path": ...} parts, or an "image" key on a message
 Other top-level keys (ids, group keys, tags) are kept as they are.
 """
 
@@ -17,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from specialize.data.media import check_media
+from specialize.data.media import check_media, image_info, is_data_url
 
 KINDS = ("text", "chat", "instruction", "prompt_completion", "preference", "multimodal")
 ROLES = ("system", "user", "assistant")
 MEDIA_TYPES = ("image", "audio")
+IMAGE_MARKER = "<image>"
 # Keys of the OpenAI format that specialize does not train on: ignored, with a warning.
 IGNORED_TOOL_KEYS = ("tools", "functions", "tool_calls", "function_call", "parallel_tool_calls")
 _KNOWN_MESSAGE_KEYS = {"role", "content", "weight", "name", *MEDIA_TYPES, "images", "audios"}
@@ -48,7 +54,8 @@ def detect_kind(value: Any) -> str | None:
         return None
     keys = set(value)
     if "messages" in keys:
-        return "multimodal" if _has_media(value["messages"]) else "chat"
+        media = _has_media(value["messages"]) or bool(value.get("images") or value.get("audios"))
+        return "multimodal" if media else "chat"
     if {"prompt", "chosen", "rejected"} <= keys:
         return "preference"
     if "instruction" in keys:
@@ -71,6 +78,7 @@ class RowChecker:
     def __init__(self, kind: str, where: str, media_root: Path):
         self.kind, self.where, self.media_root = kind, where, media_root
         self.defects: list[Defect] = []
+        self._listed_images = False
 
     def convert(self, value: Any) -> dict | None:
         """Return the TRL row for `value`, or None when it has errors (see `self.defects`)."""
@@ -177,8 +185,10 @@ class RowChecker:
                 f"expected a list of messages, got {type(messages).__name__}",
             )
             return None
+        # "<image>" in a string marks an image only where the row lists images (TRL's layout).
+        self._listed_images = bool(value.get("images"))
         checked = self._messages(messages, "messages", "conversation")
-        if checked is None:
+        if checked is None or not self._fill_placeholders(checked, value):
             return None
         row: dict[str, Any] = {"messages": checked}
         media = self._collect_media(checked)
@@ -249,6 +259,16 @@ class RowChecker:
         if content is None:
             self._error("missing_field", f"{path}.content", "required field is missing")
             return None
+        if isinstance(content, str) and IMAGE_MARKER in content and self._listed_images:
+            # The LLaVA/TRL string layout: "<image>" marks where a row-level image goes.
+            pieces = content.split(IMAGE_MARKER)
+            marked: list[dict] = []
+            for index, piece in enumerate(pieces):
+                if index:
+                    marked.append({"type": "image"})
+                if piece.strip():
+                    marked.append({"type": "text", "text": piece})
+            content = marked
         if isinstance(content, str):
             if not content.strip() and not attached:
                 self._error("empty_content", f"{path}.content", "empty text")
@@ -275,15 +295,35 @@ class RowChecker:
                 out.append({"type": "text", "text": part["text"]})
             elif kind in MEDIA_TYPES:
                 ref = part.get("path") or part.get(kind) or part.get("url")
+                if ref is None and set(part) == {"type"}:
+                    out.append({"type": kind, "path": None})  # filled from the row's list
+                    continue
                 if not isinstance(ref, str) or not ref:
                     self._error("missing_field", f"{where}.path", f"{kind} part needs a file path")
                     return None
                 out.append({"type": kind, "path": ref})
+            elif kind == "image_url":
+                url = part.get("image_url")
+                url = url.get("url") if isinstance(url, dict) else url
+                if not isinstance(url, str) or not url:
+                    self._error(
+                        "missing_field", f"{where}.image_url.url", "image_url part needs a url"
+                    )
+                    return None
+                if url.startswith(("http://", "https://")):
+                    self._error(
+                        "remote_media",
+                        f"{where}.image_url.url",
+                        "remote images are not fetched; download it and give a local path or a data: URL",
+                    )
+                    return None
+                out.append({"type": "image", "path": url.removeprefix("file://")})
             else:
                 self._error(
                     "wrong_type",
                     where,
-                    "expected {'type': 'text', 'text'} or {'type': 'image'|'audio', 'path'}",
+                    "expected {'type': 'text', 'text'}, {'type': 'image'|'audio', 'path'} or "
+                    "{'type': 'image_url', 'image_url': {'url'}}",
                 )
                 return None
         if not any(p["type"] != "text" or p["text"].strip() for p in out):
@@ -329,6 +369,36 @@ class RowChecker:
                 "a prompt should end with the user's message",
             )
 
+    def _fill_placeholders(self, messages: list[dict], value: dict) -> bool:
+        """Give each bare {"type": "image"} part the next path of the row's "images" list."""
+        for kind, key in (("image", "images"), ("audio", "audios")):
+            listed = value.get(key)
+            if listed is None:
+                listed = []
+            if not isinstance(listed, list) or not all(isinstance(x, str) for x in listed):
+                self._error("wrong_type", key, f"expected a list of {kind} file paths")
+                return False
+            holes = [
+                part
+                for message in messages
+                if isinstance(message["content"], list)
+                for part in message["content"]
+                if part["type"] == kind and part["path"] is None
+            ]
+            if holes and len(holes) != len(listed) or (listed and not holes):
+                more = "more" if len(listed) > len(holes) else "fewer"
+                self._error(
+                    "media_count_mismatch",
+                    key,
+                    f"{len(listed)} {kind}(s) listed but {len(holes)} {{'type': '{kind}'}} "
+                    f"placeholder(s) in the messages ({more} {kind}s than places); "
+                    f"give one placeholder per {kind}, in order",
+                )
+                return False
+            for part, ref in zip(holes, listed, strict=True):
+                part["path"] = ref
+        return True
+
     def _collect_media(self, messages: list[dict]) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
         for index, message in enumerate(messages):
@@ -337,13 +407,14 @@ class RowChecker:
             for pindex, part in enumerate(message["content"]):
                 if part["type"] in MEDIA_TYPES:
                     field = f"messages[{index}].content[{pindex}].path"
-                    resolved = self.media_root / part["path"]
+                    ref = part["path"]
+                    resolved = ref if is_data_url(ref) else str(self.media_root / ref)
                     problem = check_media(resolved, part["type"])
                     if problem:
                         self._error(problem[0], field, problem[1])
                     else:
-                        part["path"] = str(resolved)
-                        found.setdefault(part["type"], []).append(str(resolved))
+                        part["path"] = resolved
+                        found.setdefault(part["type"], []).append(resolved)
         return found
 
     # --- helpers --------------------------------------------------------------------------
@@ -388,7 +459,7 @@ def _has_media(messages: Any) -> bool:
             return True
         content = message.get("content")
         if isinstance(content, list) and any(
-            isinstance(p, dict) and p.get("type") in MEDIA_TYPES for p in content
+            isinstance(p, dict) and p.get("type") in (*MEDIA_TYPES, "image_url") for p in content
         ):
             return True
     return False
@@ -397,13 +468,33 @@ def _has_media(messages: Any) -> bool:
 # --- views of a converted row, used by curation and leakage checks ----------------------------
 
 
+def _media_label(part: dict) -> str:
+    """An image is named by its pixels' hash, so the same photo under two names reads the same."""
+    if part["type"] == "image":
+        try:
+            return f"<image:{image_info(part['path']).dhash:016x}>"
+        except (OSError, ValueError):
+            pass
+    name = "data-url" if is_data_url(part["path"]) else Path(part["path"]).name
+    return f"<{part['type']}:{name}>"
+
+
 def _message_text(content: str | list) -> str:
     if isinstance(content, str):
         return content
-    return " ".join(
-        p["text"] if p["type"] == "text" else f"<{p['type']}:{Path(p['path']).name}>"
-        for p in content
-    )
+    return " ".join(p["text"] if p["type"] == "text" else _media_label(p) for p in content)
+
+
+def row_images(row: dict) -> list[str]:
+    """Return the image references of a converted row, in order of appearance."""
+    messages = row.get("messages") or []
+    return [
+        part["path"]
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+        if part.get("type") == "image"
+    ]
 
 
 def _as_text(item: str | list) -> str:
