@@ -209,6 +209,7 @@ def _record_samples(recipe: RecipeConfig, run: RunDir) -> None:
         val = Path(manifest["path"]).parent / "val.jsonl"
         if val.is_file():
             rows += [json.loads(line) for line in val.read_text().splitlines()[:10] if line]
+    rows = [r for r in rows if "images" not in r]  # text answers to image questions say nothing
     write_samples(recipe.model, run, rows)
 
 
