@@ -1,6 +1,6 @@
 """Generate the Nordvik card photos and their questions: a specialist that must look at the card.
 
-    python examples/nordvik/vision/generate.py          # writes images/, train.jsonl, test.jsonl, blind.jsonl
+    python examples/nordvik/vision/generate.py   # writes images/, train/val/test.jsonl, blind.jsonl
 
 Five card designs of the fictional Nordvik bank, each photo drawn with its own seed: rotated,
 scaled, lit, placed on a different background and framed differently. Questions ask for the
@@ -85,7 +85,7 @@ QUESTIONS = {
         "The card in the picture is broken. How do I get a new one?",
     ],
 }
-TRAIN_PHOTOS, TEST_PHOTOS = 16, 6  # per card
+TRAIN_PHOTOS, VAL_PHOTOS, TEST_PHOTOS = 16, 2, 6  # per card
 
 
 def draw_card(card: dict, rng: random.Random) -> Image.Image:
@@ -173,9 +173,13 @@ def rows_for(card: dict, image: str, rng: random.Random) -> list[dict]:
 def main(out: Path = HERE) -> None:
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(7)
-    splits: dict[str, list[dict]] = {"train": [], "test": []}
+    splits: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
     for index, card in enumerate(CARDS):
-        for split, count, base in (("train", TRAIN_PHOTOS, 1000), ("test", TEST_PHOTOS, 9000)):
+        for split, count, base in (
+            ("train", TRAIN_PHOTOS, 1000),
+            ("val", VAL_PHOTOS, 5000),
+            ("test", TEST_PHOTOS, 9000),
+        ):
             for k in range(count):
                 seed = base + 100 * index + k
                 name = f"images/{split}-{card['pattern']}-{k:02d}.png"
@@ -191,8 +195,8 @@ def main(out: Path = HERE) -> None:
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         (out / f"{name}.jsonl").write_text(text)
     print(
-        f"{len(splits['train'])} train rows, {len(splits['test'])} test rows, "
-        f"{len(blind)} blind rows, {len(CARDS) * (TRAIN_PHOTOS + TEST_PHOTOS)} photos in {out}"
+        f"{len(splits['train'])} train, {len(splits['val'])} val, {len(splits['test'])} test and "
+        f"{len(blind)} blind rows; {len(CARDS) * (TRAIN_PHOTOS + VAL_PHOTOS + TEST_PHOTOS)} photos in {out}"
     )
 
 

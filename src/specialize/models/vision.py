@@ -290,3 +290,54 @@ def load_vision_adapter(lm, tokenizer, adapter: str | Path) -> VisionLM:
         tokenizer.convert_tokens_to_ids(spec.placeholder),
     )
     return model.eval()
+
+
+def render_prompt(tokenizer, messages: list[dict], placeholder: str, image_tokens: int) -> list[int]:
+    """Return the prompt's token ids with the generation prompt; images become placeholders."""
+    plain = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            content = "".join(
+                p["text"] if p["type"] == "text" else placeholder * image_tokens for p in content
+            )
+        plain.append({"role": message["role"], "content": content})
+    rendered = tokenizer.apply_chat_template(plain, tokenize=True, add_generation_prompt=True)
+    return list(rendered["input_ids"] if hasattr(rendered, "keys") else rendered)
+
+
+@torch.no_grad()
+def generate_answers(
+    model: VisionLM,
+    tokenizer,
+    prompts: list[list[dict]],
+    images: list[list],
+    *,
+    max_new_tokens: int = 48,
+    batch_size: int = 8,
+) -> list[str]:
+    """Return greedy answers to chat prompts whose image parts take `images` (PIL, in order)."""
+    device = next(model.lm.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    answers: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        pictures = [image for row in images[start : start + batch_size] for image in row]
+        ids = [
+            render_prompt(tokenizer, p, model.spec.placeholder, model.spec.image_tokens)
+            for p in chunk
+        ]
+        width = max(len(i) for i in ids)
+        batch = torch.tensor([[pad] * (width - len(i)) + i for i in ids], device=device)
+        mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=device)
+        features = model.image_features(pictures) if pictures else None
+        out = model.generate(
+            batch,
+            mask,
+            features,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+        )
+        answers += [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
+    return answers

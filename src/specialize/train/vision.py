@@ -219,7 +219,7 @@ def train_vision(
             for _micro in range(t.gradient_accumulation):
                 loss = model(**collate(next(batches), cache, pad_id, device)).loss
                 (loss / t.gradient_accumulation).backward()
-                loss_sum += float(loss) / t.gradient_accumulation
+                loss_sum += loss.item() / t.gradient_accumulation
             if not math.isfinite(loss_sum):
                 stop = f"non-finite loss at step {step + 1}"
                 break
