@@ -14,6 +14,14 @@ from specialize.errors import UserFileError
 EXPORT_MARKER = "specialize-export.json"
 # Modules vLLM's LoRA layers replace in Llama-style models; an export must not target others.
 VLLM_TARGETS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+# A vision adapter's image path (models/vision.py): the projector and how to rebuild the VLM.
+VISION_FILES = ("projector.safetensors", "vision.json")
+
+
+def _copy_vision_parts(source: Path, staging: Path) -> None:
+    for name in VISION_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, staging / name)
 
 
 def merge(entry: dict, out: str | Path) -> Path:
@@ -26,6 +34,7 @@ def merge(entry: dict, out: str | Path) -> Path:
     with atomic_dir(out) as staging:
         merged.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
+        _copy_vision_parts(Path(entry["path"]), staging)
         _marker(staging, entry, "merged")
     return out
 
@@ -40,6 +49,7 @@ def export_peft(entry: dict, out: str | Path) -> Path:
     with atomic_dir(out) as staging:
         for name in ("adapter_config.json", "adapter_model.safetensors"):
             shutil.copy2(source / name, staging / name)
+        _copy_vision_parts(source, staging)
         config = json.loads((staging / "adapter_config.json").read_text())
         config["base_model_name_or_path"] = entry["base_model"]
         config["target_modules"] = _short_targets(entry["base_model"], config["target_modules"])

@@ -469,10 +469,11 @@ def _has_media(messages: Any) -> bool:
 
 
 def _media_label(part: dict) -> str:
-    """An image is named by its pixels' hash, so the same photo under two names reads the same."""
+    """An image is named by its content hash, so the same file under two names reads the same
+    (re-encoded copies are the near-duplicate check's job, by difference hash)."""
     if part["type"] == "image":
         try:
-            return f"<image:{image_info(part['path']).dhash:016x}>"
+            return f"<image:{image_info(part['path']).sha256[:16]}>"
         except (OSError, ValueError):
             pass
     name = "data-url" if is_data_url(part["path"]) else Path(part["path"]).name
