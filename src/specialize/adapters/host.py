@@ -37,6 +37,7 @@ class ModelHost:
         self.base_hash = content_hash(resolved.path)
         self.model, self.tokenizer = load_model(resolved)
         self.adapters: dict[str, dict] = {}
+        self.vision: dict = {}  # adapter name -> VisionLM (projector, spec) for image requests
         self._lock = threading.Lock()
         for name in adapter_names:
             self.load(name)
@@ -70,7 +71,18 @@ class ModelHost:
                 self.model = PeftModel.from_pretrained(self.model, entry["path"], adapter_name=name)
             self.model.eval()
             self.adapters[name] = entry
+            self._load_vision(name, entry["path"])
         return entry
+
+    def _load_vision(self, name: str, path: str) -> None:
+        """A vision adapter's projector, with one frozen encoder shared by all of them."""
+        from specialize.models.vision import is_vision_adapter, load_vision_adapter
+
+        if not is_vision_adapter(path):
+            return
+        vlm = load_vision_adapter(self.model, self.tokenizer, path)
+        self.encoder = getattr(self, "encoder", None) or vlm.encoder
+        self.vision[name] = vlm
 
     def unload(self, name: str) -> None:
         with self._lock:
@@ -84,6 +96,7 @@ class ModelHost:
                 self.model.set_adapter(others[0])  # PEFT cannot delete the active adapter
             self.model.delete_adapter(name)
             del self.adapters[name]
+            self.vision.pop(name, None)
 
     @contextlib.contextmanager
     def selected(self, name: str):
@@ -124,6 +137,39 @@ class ModelHost:
                     **settings.to_generate_kwargs(self.tokenizer),
                 )
         new = out[0, len(ids) :].tolist()
+        ended = bool(new) and new[-1] == self.tokenizer.eos_token_id
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        finish = "length" if len(new) >= settings.max_new_tokens and not ended else "stop"
+        return Reply(text, len(ids), len(new), finish)
+
+    def chat_with_images(
+        self, name: str, messages: list[dict], images: list, settings: GenerationSettings
+    ) -> Reply:
+        """Answer a chat whose {"type": "image"} parts take `images`, with a vision adapter."""
+        import torch
+
+        from specialize.models.vision import VisionLM, render_prompt
+
+        if name not in self.vision:
+            raise ModelError(
+                f"model {name!r} does not take images",
+                fix=f"use a vision adapter: {', '.join(self.vision) or 'none is loaded'}",
+            )
+        held = self.vision[name]
+        ids = render_prompt(self.tokenizer, messages, held.spec.placeholder, held.spec.image_tokens)
+        tensor = torch.tensor([ids])
+        with self.selected(name) as model:
+            vlm = VisionLM(self.encoder, held.projector, model, held.spec, held.placeholder_id)
+            if settings.seed is not None:
+                torch.manual_seed(settings.seed)
+            with torch.inference_mode():
+                features = vlm.image_features(images)
+                new = vlm.generate(
+                    tensor.to(model.device),
+                    torch.ones_like(tensor).to(model.device),
+                    features,
+                    **settings.to_generate_kwargs(self.tokenizer),
+                )[0].tolist()
         ended = bool(new) and new[-1] == self.tokenizer.eos_token_id
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         finish = "length" if len(new) >= settings.max_new_tokens and not ended else "stop"

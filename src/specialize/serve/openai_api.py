@@ -29,6 +29,8 @@ class Limits:
     max_body_bytes: int = 1_000_000
     max_in_flight: int = 8  # requests running or waiting for the model; more get 429
     api_key: str | None = None  # Bearer token required on every /v1 and /admin request when set
+    max_image_bytes: int = 4_000_000  # one image in a chat request, decoded (more: 413)
+    max_image_pixels: int = 16_000_000  # one image's width x height (more: 400)
 
 
 class ApiError(Exception):
@@ -46,7 +48,7 @@ class ApiError(Exception):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: str
-    content: str
+    content: str | list[dict]  # a list: OpenAI content parts (text, image_url as a data URL)
 
 
 class _Sampling(BaseModel):
@@ -137,7 +139,13 @@ def add_openai_routes(app: FastAPI, host: ModelHost, limits: Limits) -> None:
     def chat(body: ChatRequest, request: Request):
         name = _model(body.model, host, request)
         settings = _settings(body, limits)
-        messages = [m.model_dump() for m in body.messages]
+        messages, images = _with_images([m.model_dump() for m in body.messages], limits)
+        if images:
+            if body.stream:
+                raise ApiError(400, "streaming is not supported for requests with images")
+            with gate.slot():
+                reply = _run(lambda: host.chat_with_images(name, messages, images, settings))
+            return _chat_response(name, reply)
         if body.stream:
             gate.acquire()  # before the headers go out, so a full server can still answer 429
             return StreamingResponse(
@@ -180,6 +188,19 @@ def add_openai_routes(app: FastAPI, host: ModelHost, limits: Limits) -> None:
     def unload_adapter(name: str) -> dict:
         _run(lambda: host.unload(_registry_name(name)))
         return {"unloaded": name, "models": host.names()}
+
+
+def _with_images(messages: list[dict], limits: Limits) -> tuple[list[dict], list]:
+    """Image parts decoded from data URLs (413/400 past the limits); text-only messages unchanged."""
+    from specialize.serve.images import ImageLimits, RequestImageError, request_images
+
+    image_limits = ImageLimits(
+        max_image_bytes=limits.max_image_bytes, max_image_pixels=limits.max_image_pixels
+    )
+    try:
+        return request_images(messages, image_limits)
+    except RequestImageError as exc:
+        raise ApiError(exc.status, str(exc)) from exc
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:

@@ -150,3 +150,99 @@ def test_vision_block_needs_sft_with_lora():
             RecipeConfig,
             {"method": "sft", "data": {"train": ["x"]}, "vision": {}, "adaptation": {"kind": "full"}},
         )
+
+
+# --- serving: OpenAI image parts, data URLs only --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(trained, tiny_model_dir):
+    from fastapi.testclient import TestClient
+
+    from specialize.adapters.host import ModelHost
+    from specialize.serve.app import create_app
+    from specialize.serve.openai_api import Limits
+
+    run, _, home = trained
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPECIALIZE_HOME", str(home))
+        name = run.record()["adapter_name"]
+        host = ModelHost(str(tiny_model_dir), [name])
+        limits = Limits(max_image_bytes=200_000, max_image_pixels=1_000_000)
+        yield TestClient(create_app(host=host, limits=limits)), name
+
+
+def image_request(model: str, url: str) -> dict:
+    return {
+        "model": model,
+        "max_tokens": 5,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": url}},
+                    {"type": "text", "text": "Which card is this?"},
+                ],
+            }
+        ],
+    }
+
+
+def data_url(path: Path) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def test_served_vision_adapter_answers_a_data_url_image(client):
+    http, name = client
+    photo = sorted((CARDS / "images").glob("test-*.png"))[0]
+    response = http.post("/v1/chat/completions", json=image_request(name, data_url(photo)))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == name
+    assert body["usage"]["prompt_tokens"] > 4  # the four image tokens are in the prompt
+    assert body["usage"]["completion_tokens"] >= 1
+    refused = http.post("/v1/chat/completions", json=image_request("base", data_url(photo)))
+    assert refused.status_code == 400 and "does not take images" in refused.text
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://example.org/card.png", "file:///etc/passwd", "/etc/passwd", "images/card.png"],
+)
+def test_server_never_fetches_urls_or_opens_paths(client, url):
+    http, name = client
+    response = http.post("/v1/chat/completions", json=image_request(name, url))
+    assert response.status_code == 400
+    assert "never fetches a URL or opens a path" in response.text
+
+
+def test_server_image_limits(client, tmp_path):
+    from PIL import Image
+
+    http, name = client
+    noise = Image.effect_noise((400, 400), 80).convert("RGB")  # ~480 kB as PNG: over 200 kB
+    noise.save(tmp_path / "big.png")
+    response = http.post("/v1/chat/completions", json=image_request(name, data_url(tmp_path / "big.png")))
+    assert response.status_code == 413
+    Image.new("L", (2000, 1000)).save(tmp_path / "wide.png")  # small file, 2 megapixels
+    response = http.post("/v1/chat/completions", json=image_request(name, data_url(tmp_path / "wide.png")))
+    assert response.status_code == 400 and "pixels" in response.text
+    response = http.post(
+        "/v1/chat/completions", json=image_request(name, "data:image/png;base64,bm90IGFuIGltYWdl")
+    )
+    assert response.status_code == 400 and "not an image" in response.text
+
+
+def test_peft_export_carries_the_projector(trained, tmp_path):
+    from specialize.adapters import registry as adapters
+    from specialize.adapters.export import export_peft
+
+    run, _, home = trained
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPECIALIZE_HOME", str(home))
+        entry = adapters.get(run.record()["adapter_name"])
+        out = export_peft(entry, tmp_path / "export")
+    assert (out / "projector.safetensors").read_bytes() == (run.adapter / "projector.safetensors").read_bytes()
+    assert (out / "vision.json").is_file()
