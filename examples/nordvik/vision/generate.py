@@ -115,7 +115,9 @@ def draw_card(card: dict, rng: random.Random) -> Image.Image:
     draw.rounded_rectangle([30, 70, 78, 106], radius=6, fill=(212, 190, 120), outline=(90, 80, 40))
     draw.text((30, 20), "NORDVIK", fill=(255, 255, 255))
     draw.text((30, 175), card["name"].upper(), fill=(255, 255, 255))
-    draw.text((30, 130), " ".join(f"{rng.randrange(10000):04d}" for _ in range(4)), fill=(255, 255, 255))
+    draw.text(
+        (30, 130), " ".join(f"{rng.randrange(10000):04d}" for _ in range(4)), fill=(255, 255, 255)
+    )
     return image
 
 
@@ -158,7 +160,10 @@ def rows_for(card: dict, image: str, rng: random.Random) -> list[dict]:
         rows.append(
             {
                 "messages": [
-                    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},
+                    {
+                        "role": "user",
+                        "content": [{"type": "image"}, {"type": "text", "text": question}],
+                    },
                     {"role": "assistant", "content": answer},
                 ],
                 "images": [image],

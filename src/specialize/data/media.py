@@ -71,7 +71,9 @@ def decode_data_url(ref: str) -> bytes:
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ImageProblem("unreadable_media", f"image data URL is not valid base64 ({exc})") from exc
+        raise ImageProblem(
+            "unreadable_media", f"image data URL is not valid base64 ({exc})"
+        ) from exc
 
 
 def image_bytes(ref: str | Path) -> bytes:
@@ -117,7 +119,8 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS, name: str =
                 )
             if image.mode not in IMAGE_MODES:
                 raise ImageProblem(
-                    "bad_image_mode", f"{name} has mode {image.mode}; expected one of RGB, RGBA, L, P"
+                    "bad_image_mode",
+                    f"{name} has mode {image.mode}; expected one of RGB, RGBA, L, P",
                 )
             image.load()  # decodes every pixel: a truncated file fails here
     except ImageProblem:

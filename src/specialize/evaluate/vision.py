@@ -37,7 +37,9 @@ def load_image_items(path: str | Path) -> list[dict]:
             continue
         row = checked.row
         if not row_images(row) or row["messages"][-1]["role"] != "assistant":
-            problems.append(f"{checked.raw.where}: expected an image question and an assistant answer")
+            problems.append(
+                f"{checked.raw.where}: expected an image question and an assistant answer"
+            )
             continue
         answers = row.get("answers") or row.get("answer") or row["messages"][-1]["content"]
         items.append(
@@ -125,7 +127,9 @@ def evaluate_image_items(
             [_without_images(p) for p in prompts],
             GenerationSettings(max_new_tokens=max_new_tokens),
         )
-    scores = {s: [contains(answers[s][k], i["answers"]) for k, i in enumerate(items)] for s in SYSTEMS}
+    scores = {
+        s: [contains(answers[s][k], i["answers"]) for k, i in enumerate(items)] for s in SYSTEMS
+    }
     summary = {s: wilson(sum(v), len(v)).as_dict() for s, v in scores.items()}
     report = {
         "schema_version": 1,

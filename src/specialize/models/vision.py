@@ -39,9 +39,12 @@ _LITE0_BLOCKS = (
     [(3, 1, 1, 32, 16)]
     + [(3, 2, 6, 16, 24), (3, 1, 6, 24, 24)]
     + [(5, 2, 6, 24, 40), (5, 1, 6, 40, 40)]
-    + [(3, 2, 6, 40, 80)] + [(3, 1, 6, 80, 80)] * 2
-    + [(5, 1, 6, 80, 112)] + [(5, 1, 6, 112, 112)] * 2
-    + [(5, 2, 6, 112, 192)] + [(5, 1, 6, 192, 192)] * 3
+    + [(3, 2, 6, 40, 80)]
+    + [(3, 1, 6, 80, 80)] * 2
+    + [(5, 1, 6, 80, 112)]
+    + [(5, 1, 6, 112, 112)] * 2
+    + [(5, 2, 6, 112, 192)]
+    + [(5, 1, 6, 192, 192)] * 3
     + [(3, 1, 6, 192, 320)]
 )
 
@@ -195,7 +198,14 @@ class Projector(nn.Module):
 class VisionLM(nn.Module):
     """Encoder + projector + LM: image features take the places of the placeholder tokens."""
 
-    def __init__(self, encoder: EfficientNetLite0, projector: Projector, lm, spec: VisionSpec, placeholder_id: int):
+    def __init__(
+        self,
+        encoder: EfficientNetLite0,
+        projector: Projector,
+        lm,
+        spec: VisionSpec,
+        placeholder_id: int,
+    ):
         super().__init__()
         self.encoder, self.projector, self.lm = encoder, projector, lm
         self.spec, self.placeholder_id = spec, placeholder_id
@@ -239,7 +249,9 @@ class VisionLM(nn.Module):
         return self.lm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
 
 
-def build_vision_lm(lm, tokenizer, *, grid: int = 2, pretrained: bool = True, seed: int = 0) -> VisionLM:
+def build_vision_lm(
+    lm, tokenizer, *, grid: int = 2, pretrained: bool = True, seed: int = 0
+) -> VisionLM:
     """Return a fresh VLM around `lm`: the encoder frozen, a new projector (seeded)."""
     spec = VisionSpec(
         grid=grid,
@@ -292,7 +304,9 @@ def load_vision_adapter(lm, tokenizer, adapter: str | Path) -> VisionLM:
     return model.eval()
 
 
-def render_prompt(tokenizer, messages: list[dict], placeholder: str, image_tokens: int) -> list[int]:
+def render_prompt(
+    tokenizer, messages: list[dict], placeholder: str, image_tokens: int
+) -> list[int]:
     """Return the prompt's token ids with the generation prompt; images become placeholders."""
     plain = []
     for message in messages:

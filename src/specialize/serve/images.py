@@ -58,7 +58,8 @@ def request_images(messages: list[dict], limits: ImageLimits) -> tuple[list[dict
         out.append({**message, "content": parts})
     if len(images) > limits.max_images:
         raise RequestImageError(
-            400, f"{len(images)} images in one request; this server takes at most {limits.max_images}"
+            400,
+            f"{len(images)} images in one request; this server takes at most {limits.max_images}",
         )
     return out, images
 

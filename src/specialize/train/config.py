@@ -164,7 +164,10 @@ class VisionSection(Config):
     """Image + text fine-tuning (LLaVA-style); present = rows with images train a VLM."""
 
     grid: int = Field(
-        2, ge=1, le=7, description="The encoder's 7x7 feature map is pooled to grid x grid image tokens."
+        2,
+        ge=1,
+        le=7,
+        description="The encoder's 7x7 feature map is pooled to grid x grid image tokens.",
     )
     align_steps: int = Field(
         60, ge=0, description="Stage 1: steps that train only the projector (LM and LoRA frozen)."

@@ -71,7 +71,9 @@ def encode_rows(tokenizer, rows: list[dict], placeholder: str, image_tokens: int
     for row in rows:
         messages = with_placeholders(row["messages"], placeholder, image_tokens)
         masked = mask_assistant_tokens(tokenizer, messages)
-        labels = [t if m else IGNORE_INDEX for t, m in zip(masked.input_ids, masked.mask, strict=True)]
+        labels = [
+            t if m else IGNORE_INDEX for t, m in zip(masked.input_ids, masked.mask, strict=True)
+        ]
         ids = masked.input_ids[:max_length]
         images = row_images(row)
         placeholder_id = tokenizer.convert_tokens_to_ids(placeholder)
@@ -84,7 +86,9 @@ def encode_rows(tokenizer, rows: list[dict], placeholder: str, image_tokens: int
     return examples
 
 
-def image_features(model, refs: set[str], *, progress: bool, batch: int = 16) -> dict[str, torch.Tensor]:
+def image_features(
+    model, refs: set[str], *, progress: bool, batch: int = 16
+) -> dict[str, torch.Tensor]:
     """Return the frozen encoder's pooled features of every distinct image, computed once."""
     ordered = sorted(refs)
     cache: dict[str, torch.Tensor] = {}
@@ -186,8 +190,12 @@ def train_vision(
     val = encode_rows(tokenizer, rows.val, spec.placeholder, spec.image_tokens, t.max_length)
     refs = {ref for e in train + val for ref in e.images}
     cache = image_features(model, refs, progress=progress)
-    log.info("%d distinct images encoded once (%d train rows, %d val)", len(cache), len(train), len(val))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    log.info(
+        "%d distinct images encoded once (%d train rows, %d val)", len(cache), len(train), len(val)
+    )
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
 
     per_step = t.batch_size * t.gradient_accumulation
     total = t.max_steps or max(1, math.ceil(len(train) * t.epochs / rows.epochs / per_step))
@@ -203,7 +211,9 @@ def train_vision(
     for stage, steps, extra in stages:
         for p in lora_params:
             p.requires_grad_(stage == "joint")
-        groups = [{"params": list(model.projector.parameters()), "lr": vision.projector_learning_rate}]
+        groups = [
+            {"params": list(model.projector.parameters()), "lr": vision.projector_learning_rate}
+        ]
         if extra:
             groups.append({"params": extra, "lr": t.learning_rate})
         optimizer = torch.optim.AdamW(groups, weight_decay=t.weight_decay)

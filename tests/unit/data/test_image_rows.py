@@ -30,7 +30,9 @@ def huge_png(path, side=20000):
     """A real 20000x20000 greyscale PNG (~0.4 MB on disk, 400 megapixels when decoded)."""
 
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     packer, row = zlib.compressobj(9), b"\0" * (side + 1)
     body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
@@ -75,7 +77,7 @@ def write(path, rows):
 def images(tmp_path_factory):
     folder = tmp_path_factory.mktemp("images")
     red = card(folder / "red.png", (200, 20, 20), stripe=3)
-    blue = card(folder / "blue.png", (20, 20, 200), stripe=9)
+    card(folder / "blue.png", (20, 20, 200), stripe=9)
     data = red.read_bytes()
     (folder / "truncated.png").write_bytes(data[: len(data) // 2])
     (folder / "corrupt.png").write_bytes(b"this is not an image")
@@ -155,7 +157,7 @@ def test_bad_images_are_named_defects_with_file_line(tmp_path, images, name, cat
 def test_huge_png_is_refused_from_its_header(images):
     with pytest.raises(ValueError, match="limit"):
         image_info(images / "huge.png")
-    assert 20000 * 20000 > MAX_IMAGE_PIXELS
+    assert MAX_IMAGE_PIXELS < 20000 * 20000
 
 
 def test_more_or_fewer_images_than_placeholders(tmp_path, images):
@@ -194,7 +196,9 @@ def test_prepare_hashes_images_and_keeps_the_same_photo_out_of_train(tmp_path, i
         card(photos / f"train-{k}.png", (30 * k, 100, 200 - 30 * k), stripe=k + 1)
     card(photos / "test-0.png", (250, 250, 0), stripe=7)
     # The test photo, re-encoded under another name, hides in train: it must be caught.
-    Image.open(photos / "test-0.png").resize((120, 80)).save(photos / "copy-of-test.jpg", quality=92)
+    Image.open(photos / "test-0.png").resize((120, 80)).save(
+        photos / "copy-of-test.jpg", quality=92
+    )
     train = [trl(f"photos/train-{k}.png") for k in range(6)]  # same question, different photos
     train.append(trl("photos/copy-of-test.jpg", "What card do I hold?"))
     write(tmp_path / "train.jsonl", train)
@@ -212,7 +216,9 @@ def test_prepare_hashes_images_and_keeps_the_same_photo_out_of_train(tmp_path, i
         )
     )
     manifest = prepare(load_data_config(config), tmp_path / "out", progress=False)
-    rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    rejects = [
+        json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()
+    ]
     assert [r["reason"] for r in rejects] == ["leak_image"]
     assert "test.jsonl:1" in rejects[0]["detail"]
     assert manifest.counts["kept_by_split"]["train"] == 6  # same text, new photo: not duplicates

@@ -99,7 +99,12 @@ def test_stages_in_order_and_loss_fell(trained):
 def test_adapter_carries_projector_and_registers(trained):
     run, built, home = trained
     adapter = run.adapter
-    for name in ("adapter_config.json", "adapter_model.safetensors", "projector.safetensors", "vision.json"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "projector.safetensors",
+        "vision.json",
+    ):
         assert (adapter / name).is_file(), name
     saved = load_file(str(adapter / "projector.safetensors"))
     live = built["model"].projector.state_dict()
@@ -148,7 +153,12 @@ def test_vision_block_needs_sft_with_lora():
     with pytest.raises(ConfigError, match="vision"):
         build_config(
             RecipeConfig,
-            {"method": "sft", "data": {"train": ["x"]}, "vision": {}, "adaptation": {"kind": "full"}},
+            {
+                "method": "sft",
+                "data": {"train": ["x"]},
+                "vision": {},
+                "adaptation": {"kind": "full"},
+            },
         )
 
 
@@ -224,10 +234,14 @@ def test_server_image_limits(client, tmp_path):
     http, name = client
     noise = Image.effect_noise((400, 400), 80).convert("RGB")  # ~480 kB as PNG: over 200 kB
     noise.save(tmp_path / "big.png")
-    response = http.post("/v1/chat/completions", json=image_request(name, data_url(tmp_path / "big.png")))
+    response = http.post(
+        "/v1/chat/completions", json=image_request(name, data_url(tmp_path / "big.png"))
+    )
     assert response.status_code == 413
     Image.new("L", (2000, 1000)).save(tmp_path / "wide.png")  # small file, 2 megapixels
-    response = http.post("/v1/chat/completions", json=image_request(name, data_url(tmp_path / "wide.png")))
+    response = http.post(
+        "/v1/chat/completions", json=image_request(name, data_url(tmp_path / "wide.png"))
+    )
     assert response.status_code == 400 and "pixels" in response.text
     response = http.post(
         "/v1/chat/completions", json=image_request(name, "data:image/png;base64,bm90IGFuIGltYWdl")
@@ -244,5 +258,7 @@ def test_peft_export_carries_the_projector(trained, tmp_path):
         patch.setenv("SPECIALIZE_HOME", str(home))
         entry = adapters.get(run.record()["adapter_name"])
         out = export_peft(entry, tmp_path / "export")
-    assert (out / "projector.safetensors").read_bytes() == (run.adapter / "projector.safetensors").read_bytes()
+    assert (out / "projector.safetensors").read_bytes() == (
+        run.adapter / "projector.safetensors"
+    ).read_bytes()
     assert (out / "vision.json").is_file()
