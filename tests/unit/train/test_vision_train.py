@@ -262,3 +262,44 @@ def test_peft_export_carries_the_projector(trained, tmp_path):
         run.adapter / "projector.safetensors"
     ).read_bytes()
     assert (out / "vision.json").is_file()
+
+
+def test_ladder_takes_image_items(trained, tiny_model_dir, tmp_path):
+    from specialize.config import build_config as build
+    from specialize.evaluate.tasks import load_eval_items
+    from specialize.ladder.config import LadderConfig
+    from specialize.ladder.run import run_ladder
+
+    run, _, home = trained
+    items = card_rows("test", 4, tmp_path)
+    loaded = load_eval_items(items)
+    assert all(len(i.images) == 1 and isinstance(i.prompt[-1]["content"], str) for i in loaded)
+    config = build(
+        LadderConfig,
+        {
+            "model": str(tiny_model_dir),
+            "rungs": ["base", "tuned"],
+            "tasks": [
+                {"name": "cards", "data": str(items), "metric": "contains", "max_new_tokens": 4}
+            ],
+            "tuned": {"adapters": [str(run.path)]},
+        },
+    )
+    import specialize.models.vision as vision
+
+    seen = []
+    original = vision.generate_answers
+
+    def spy(model, tokenizer, prompts, images, **kwargs):
+        seen.append((prompts, images))
+        return original(model, tokenizer, prompts, images, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPECIALIZE_HOME", str(home))
+        patch.setattr(vision, "generate_answers", spy)
+        report = run_ladder(config, tmp_path / "ladder", progress=False)
+    rungs = report["tasks"]["cards"]["rungs"]
+    assert rungs["base"]["score"]["n"] == rungs["tuned"]["score"]["n"] == 4
+    [(prompts, images)] = seen  # only the tuned rung saw the pictures; base got the text
+    assert [len(i) for i in images] == [1] * 4
+    assert all(p[-1]["content"][0] == {"type": "image"} for p in prompts)
