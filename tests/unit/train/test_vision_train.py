@@ -303,3 +303,35 @@ def test_ladder_takes_image_items(trained, tiny_model_dir, tmp_path):
     [(prompts, images)] = seen  # only the tuned rung saw the pictures; base got the text
     assert [len(i) for i in images] == [1] * 4
     assert all(p[-1]["content"][0] == {"type": "image"} for p in prompts)
+
+
+def test_cli_eval_scores_tuned_text_only_and_blind(trained, tiny_model_dir, tmp_path, cli):
+    run, _, _ = trained
+    items = card_rows("test", 4, tmp_path)
+    out = tmp_path / "eval.json"
+    code, stdout, _ = cli(
+        "eval", "--model", tiny_model_dir, "--adapter", run.path, "--data", items,
+        "--out", out, "--no-progress",
+    )  # fmt: skip
+    assert code == 0, stdout
+    for system in ("tuned", "text_only", "blind"):
+        assert system in stdout
+    report = json.loads(out.read_text())
+    assert report["summary"]["tuned"]["n"] == 4
+    assert report["paired"]["tuned_vs_blind"]["test"] == "McNemar exact"
+    assert all(i["blind_images"] != i["images"] for i in report["items"])
+
+
+def test_cli_train_refuses_image_rows_without_vision_in_one_line(tiny_model_dir, tmp_path, cli):
+    import yaml
+
+    plain = recipe(tiny_model_dir, tmp_path).model_dump(mode="json")
+    plain["vision"] = None
+    file = tmp_path / "recipe.yaml"
+    file.write_text(yaml.safe_dump(plain))
+    code, stdout, stderr = cli("train", file, "--no-progress")
+    assert code != 0
+    [line] = [x for x in (stdout + stderr).splitlines() if "vision" in x]
+    assert line.startswith("error: a training row has an image (")
+    assert "train.jsonl:1) but the recipe has no vision block" in line
+    assert "add `vision: {}` to the recipe" in line
