@@ -90,11 +90,13 @@ def image_bytes(ref: str | Path) -> bytes:
 
 @contextmanager
 def _pixel_limit(max_pixels: int):
-    """PIL's own bomb guard set to our limit, and its warning turned into an error."""
+    """PIL's bomb guard handed to our header check, its warning an error; restored afterwards."""
     from PIL import Image
 
     previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    # Image.open reads only the header; decode_image checks the size right after it, before any
+    # pixel is decoded, and can name the size (PIL's own refusal would come without it).
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -140,7 +140,7 @@ def test_a_chat_row_mentioning_image_tags_stays_text(tmp_path):
         ("missing.png", "missing_media", "not found"),
         ("corrupt.png", "unreadable_media", "not an image"),
         ("truncated.png", "unreadable_media", "truncated"),
-        ("huge.png", "image_too_large", "downscale"),
+        ("huge.png", "image_too_large", "20000x20000 = 400,000,000 pixels"),
     ],
 )
 def test_bad_images_are_named_defects_with_file_line(tmp_path, images, name, category, words):
