@@ -205,6 +205,9 @@ def _hash_split(row: dict, config: DataConfig) -> str:
     group_key = config.split.group_key
     if group_key is not None and row.get(group_key) is not None:
         key = f"group:{row[group_key]}"
+    elif row_images(row):
+        # Every question about one photo goes to the same split, so none is lost as a leak.
+        key = "images:" + ",".join(image_info(ref).sha256 for ref in row_images(row))
     else:
         key = dedup_key(full_text(row))
     return assign_split(key, seed=config.split.seed, val=config.split.val, test=config.split.test)

@@ -228,3 +228,25 @@ def test_prepare_hashes_images_and_keeps_the_same_photo_out_of_train(tmp_path, i
     assert len(entry["sha256"]) == 64 and entry["splits"] == ["train"]
     report = (tmp_path / "out" / "report.html").read_text()
     assert "Images" in report and "thumbnails" in report
+
+
+def test_auto_split_keeps_every_question_about_one_photo_together(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rows = []
+    for k in range(12):
+        card(photos / f"p{k}.png", (20 * k, 90, 160), stripe=100 + k)
+        for question in ("Which card is this?", "What does it cost?", "It broke. What now?"):
+            rows.append(trl(f"photos/p{k}.png", question, f"Answer {k}"))
+    write(tmp_path / "all.jsonl", rows)
+    config = tmp_path / "data.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"sources": [{"path": "all.jsonl"}], "model": None, "split": {"val": 0.2, "test": 0.2}}
+        )
+    )
+    manifest = prepare(load_data_config(config), tmp_path / "out", progress=False)
+    assert manifest.counts["rejected"] == 0  # no question lost as a leak of its own photo
+    splits = {f["splits"][0] for f in manifest.images["files"].values()}
+    assert all(len(f["splits"]) == 1 for f in manifest.images["files"].values())
+    assert len(splits) >= 2
