@@ -47,7 +47,7 @@ def text_only_error(rows: list[dict]) -> None:
             raise TrainingError(
                 f"a training row has an image ({row.get('origin', 'row ' + str(row.get('id', '?')))}) "
                 "but the recipe has no vision block, so the image would be dropped",
-                fix="add `vision: {}` to the recipe (image + text), or remove the image rows",
+                fix="add `vision: {}` to an sft recipe (image + text), or remove the image rows",
             )
 
 

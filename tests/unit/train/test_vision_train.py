@@ -334,4 +334,4 @@ def test_cli_train_refuses_image_rows_without_vision_in_one_line(tiny_model_dir,
     [line] = [x for x in (stdout + stderr).splitlines() if "vision" in x]
     assert line.startswith("error: a training row has an image (")
     assert "train.jsonl:1) but the recipe has no vision block" in line
-    assert "add `vision: {}` to the recipe" in line
+    assert "add `vision: {}` to an sft recipe" in line
