@@ -32,7 +32,7 @@ CARDS = [
         "accent": (240, 240, 250),
         "pattern": "waves",
         "fee": "The Nordvik Everyday card has no annual fee: it is free.",
-        "fee_key": "free",
+        "fee_key": "no annual fee",
         "damaged": "Order a replacement in the Nordvik app; it is free and arrives within five working days.",
         "damaged_key": "app",
     },
