@@ -70,10 +70,14 @@ def register(app: typer.Typer) -> None:
 
 
 def _is_vision(adapter: Path) -> bool:
+    from specialize.errors import ModelError
     from specialize.models.loading import adapter_dir
     from specialize.models.vision import is_vision_adapter
 
-    return is_vision_adapter(adapter_dir(adapter))
+    try:
+        return is_vision_adapter(adapter_dir(adapter))
+    except ModelError:  # a fully fine-tuned run (model/) or a bad path: the text path says which
+        return False
 
 
 def _image_eval(
