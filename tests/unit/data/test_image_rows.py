@@ -104,8 +104,10 @@ def test_the_three_layouts_become_one_multimodal_row(tmp_path, images):
             {"role": "assistant", "content": "Gold"},
         ]
     }
+    both = trl(str(images / "red.png"))
+    both["messages"][0]["content"][0]["path"] = str(images / "red.png")  # parts and list agree
     rows = [
-        trl(str(images / "red.png")),
+        both,
         openai(url),
         openai(str(images / "blue.png")),
         marker,
