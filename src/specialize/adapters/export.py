@@ -16,6 +16,14 @@ from specialize.errors import UserFileError
 EXPORT_MARKER = "specialize-export.json"
 # Modules vLLM's LoRA layers replace in Llama-style models; an export must not target others.
 VLLM_TARGETS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+# A vision adapter's image path (models/vision.py): the projector and how to rebuild the VLM.
+VISION_FILES = ("projector.safetensors", "vision.json")
+
+
+def _copy_vision_parts(source: Path, staging: Path) -> None:
+    for name in VISION_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, staging / name)
 
 
 def merge(entry: dict, out: str | Path) -> Path:
@@ -28,6 +36,7 @@ def merge(entry: dict, out: str | Path) -> Path:
     with atomic_dir(out) as staging:
         merged.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
+        _copy_vision_parts(Path(entry["path"]), staging)
         _marker(staging, entry, "merged")
     return out
 
@@ -50,6 +59,7 @@ def export_peft(entry: dict, out: str | Path, *, with_base: bool = False) -> Pat
             shutil.copy2(source / name, staging / name)
         if with_base:
             shutil.copytree(base_dir, staging / "base")
+        _copy_vision_parts(source, staging)
         config = json.loads((staging / "adapter_config.json").read_text())
         local_base = (out / "base") if with_base else base_dir
         config["base_model_name_or_path"] = str(Path(local_base).resolve())

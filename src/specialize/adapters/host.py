@@ -45,6 +45,7 @@ class ModelHost:
         # Per adapter: its training rows' layout, and the last request layout that differed from it.
         self.formats: dict[str, TrainingFormat] = {}
         self.format_warnings: dict[str, dict] = {}
+        self.vision: dict = {}  # adapter name -> VisionLM (projector, spec) for image requests
         self._lock = threading.Lock()
         for name in adapter_names:
             self.load(name)
@@ -79,7 +80,18 @@ class ModelHost:
             self.model.eval()
             self.adapters[name] = entry
             self.formats[name] = training_format(entry["path"], self.model_ref)
+            self._load_vision(name, entry["path"])
         return entry
+
+    def _load_vision(self, name: str, path: str) -> None:
+        """A vision adapter's projector, with one frozen encoder shared by all of them."""
+        from specialize.models.vision import is_vision_adapter, load_vision_adapter
+
+        if not is_vision_adapter(path):
+            return
+        vlm = load_vision_adapter(self.model, self.tokenizer, path)
+        self.encoder = getattr(self, "encoder", None) or vlm.encoder
+        self.vision[name] = vlm
 
     def unload(self, name: str) -> None:
         with self._lock:
@@ -95,6 +107,7 @@ class ModelHost:
             del self.adapters[name]
             self.formats.pop(name, None)
             self.format_warnings.pop(name, None)
+            self.vision.pop(name, None)
 
     @contextlib.contextmanager
     def selected(self, name: str):
@@ -155,6 +168,39 @@ class ModelHost:
                     **settings.to_generate_kwargs(self.tokenizer),
                 )
         new = out[0, len(ids) :].tolist()
+        ended = bool(new) and new[-1] == self.tokenizer.eos_token_id
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        finish = "length" if len(new) >= settings.max_new_tokens and not ended else "stop"
+        return Reply(text, len(ids), len(new), finish)
+
+    def chat_with_images(
+        self, name: str, messages: list[dict], images: list, settings: GenerationSettings
+    ) -> Reply:
+        """Answer a chat whose {"type": "image"} parts take `images`, with a vision adapter."""
+        import torch
+
+        from specialize.models.vision import VisionLM, render_prompt
+
+        if name not in self.vision:
+            raise ModelError(
+                f"model {name!r} does not take images",
+                fix=f"use a vision adapter: {', '.join(self.vision) or 'none is loaded'}",
+            )
+        held = self.vision[name]
+        ids = render_prompt(self.tokenizer, messages, held.spec.placeholder, held.spec.image_tokens)
+        tensor = torch.tensor([ids])
+        with self.selected(name) as model:
+            vlm = VisionLM(self.encoder, held.projector, model, held.spec, held.placeholder_id)
+            if settings.seed is not None:
+                torch.manual_seed(settings.seed)
+            with torch.inference_mode():
+                features = vlm.image_features(images)
+                new = vlm.generate(
+                    tensor.to(model.device),
+                    torch.ones_like(tensor).to(model.device),
+                    features,
+                    **settings.to_generate_kwargs(self.tokenizer),
+                )[0].tolist()
         ended = bool(new) and new[-1] == self.tokenizer.eos_token_id
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         finish = "length" if len(new) >= settings.max_new_tokens and not ended else "stop"

@@ -46,8 +46,18 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(
             False, "--json", help="Print the summaries as JSON (items stay in eval.json)."
         ),
+        blind: Path | None = typer.Option(
+            None,
+            help="Vision adapters: the same items with other images (default: swapped here).",
+        ),
     ) -> None:
         """Score a model on an eval file and/or the retention suite; every item goes to eval.json."""
+        if adapter is not None and data is not None and _is_vision(adapter):
+            _image_eval(model, adapter, data, blind, out, progress)
+            if suite is None:
+                return
+            out = out.with_name(out.stem + "-retention.json")
+            data = None
         if data is None and suite is None:
             raise ConfigError(["give --data FILE, --suite core|standard|all, or both"])
         if suite is not None and suite not in ("core", "standard", "all"):
@@ -79,6 +89,37 @@ def _summaries(report: dict, out: Path) -> dict:
     if task:
         slim["task"] = {k: v for k, v in task.items() if k != "items"}
     return {**slim, "eval_json": str(out)}
+
+
+def _is_vision(adapter: Path) -> bool:
+    from specialize.errors import ModelError
+    from specialize.models.loading import adapter_dir
+    from specialize.models.vision import is_vision_adapter
+
+    try:
+        return is_vision_adapter(adapter_dir(adapter))
+    except ModelError:  # a fully fine-tuned run (model/) or a bad path: the text path says which
+        return False
+
+
+def _image_eval(
+    model: str, adapter: Path, data: Path, blind: Path | None, out: Path, progress: bool
+) -> None:
+    from specialize.evaluate.vision import evaluate_image_items
+
+    report = evaluate_image_items(model, adapter, data, blind=blind, out=out, progress=progress)
+    table = Table("system", "contains", "95% CI", "n", title=f"Image items: {data}")
+    for name, s in report["summary"].items():
+        table.add_row(
+            name, f"{s['mean']:.3f}", f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]", str(s["n"])
+        )
+    console.print(table)
+    for name, p in report["paired"].items():
+        console.print(
+            f"{name}: {p['delta']:+.3f} [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}], "
+            f"p={p['p_value']:.2g} ({p['test']}, n={p['n']})"
+        )
+    console.print(f"eval.json: {out}")
 
 
 def _print(report: dict) -> None:

@@ -36,9 +36,10 @@ from specialize.data.curate import (
 )
 from specialize.data.formats import RawRow
 from specialize.data.layouts import LayoutOptions
-from specialize.data.leakage import LeakIndex
+from specialize.data.leakage import ImageLeakIndex, LeakIndex, same_images
+from specialize.data.media import image_info, is_data_url
 from specialize.data.mixing import mix_sources
-from specialize.data.records import full_text
+from specialize.data.records import full_text, row_images
 from specialize.data.splits import SPLITS, assign_split
 from specialize.data.validate import CheckedRow, LengthLimit, check_file
 from specialize.errors import DataError
@@ -222,6 +223,9 @@ def _hash_split(row: dict, config: DataConfig) -> str:
         key = f"group:{row[group_key]}"
     elif "audio_sha256" in row:  # a recording lands in one split, whatever its transcript says
         key = f"audio:{row['audio_sha256']}"
+    elif row_images(row):
+        # Every question about one photo goes to the same split, so none is lost as a leak.
+        key = "images:" + ",".join(image_info(ref).sha256 for ref in row_images(row))
     else:
         key = dedup_key(full_text(row))
     return assign_split(key, seed=config.split.seed, val=config.split.val, test=config.split.test)
@@ -255,6 +259,8 @@ def _deduplicate(
             match = near.query(text, signature)
             first = by_where.get(match) if match else None
             how = "near"
+        if first is not None and how == "near" and not same_images(candidate.row, first.row):
+            first = None  # the same question about another picture is a new example
         if first is not None:
             _reject_copy(candidate, first, how, ledger)
             continue
@@ -273,27 +279,46 @@ def _reject_copy(candidate: Candidate, first: Candidate, how: str, ledger: Ledge
     ledger.reject(candidate.where, reason, detail, candidate.row)
 
 
-def _leak_index(candidates: list[Candidate], config: DataConfig) -> LeakIndex:
-    """The questions train rows must not ask: val/test rows and the named eval files."""
+def _leak_index(
+    candidates: list[Candidate], config: DataConfig
+) -> tuple[LeakIndex, ImageLeakIndex]:
+    """What train rows must not hold: the questions and the photos of val/test rows and of the
+    named eval files."""
     index = LeakIndex(config.leakage.near_threshold)
+    images = ImageLeakIndex()
     for candidate in candidates:
         if candidate.split != "train":
             index.add(candidate.row, f"{candidate.where} ({candidate.split})")
+            images.add(candidate.row, f"{candidate.where} ({candidate.split})")
     for path in config.leakage.eval_files:
         for checked in check_file(path, "auto", None):
             if checked.row is not None:
                 index.add(checked.row, f"{checked.raw.where} (eval file)")
-    return index
+                images.add(checked.row, f"{checked.raw.where} (eval file)")
+    return index, images
 
 
 def _remove_leaks(
     candidates: list[Candidate], config: DataConfig, ledger: Ledger
 ) -> list[Candidate]:
-    """Drop train rows whose question matches a val/test row or a row of a named eval file."""
-    index = _leak_index(candidates, config)
+    """Drop train rows whose question (or photo) matches a val/test row or a named eval file's."""
+    index, images = _leak_index(candidates, config)
     kept = []
     for candidate in candidates:
-        leak = index.match(candidate.row) if candidate.split == "train" else None
+        if candidate.split != "train":
+            kept.append(candidate)
+            continue
+        # An image question is a new example when its picture is new, so images decide for them.
+        if row_images(candidate.row):
+            photo = images.match(candidate.row)
+            if photo is not None:
+                ledger.reject(
+                    candidate.where, "leak_image", f"same photo as {photo}", candidate.row
+                )
+                continue
+            kept.append(candidate)
+            continue
+        leak = index.match(candidate.row)
         if leak is None:
             kept.append(candidate)
         else:
@@ -314,7 +339,7 @@ def _augment(
 
     augment = config.augment
     originals = list({id(c): c for c in splits["train"]}.values())  # mixing may repeat rows
-    leaks = _leak_index([c for rows in splits.values() for c in rows], config)
+    leaks, _ = _leak_index([c for rows in splits.values() for c in rows], config)
     seen = {c.key for rows in splits.values() for c in rows}
     paraphrase = _paraphraser(config) if augment.paraphrase else None
     made: list[Candidate] = []
@@ -457,15 +482,42 @@ def _write(
         leakage={
             "removed_from_train": {
                 how: sum(r["reason"] == f"leak_{how}" for r in ledger.rejects)
-                for how in ("exact", "near")
+                for how in ("exact", "near", "image")
             },
             "eval_files": config.leakage.eval_files,
         },
         mixing=mixing,
         replay=replay,
+        images=_image_manifest(splits),
     )
     manifest.write(out / "manifest.json")
     return manifest
+
+
+def _image_manifest(splits: dict[str, list[Candidate]]) -> dict:
+    """Every image the dataset uses, by sha256, with its size and the splits that use it."""
+    files: dict[str, dict] = {}
+    for name, rows in splits.items():
+        for candidate in rows:
+            for ref in row_images(candidate.row):
+                info = image_info(ref)
+                shown = f"data-url:{info.sha256[:16]}" if is_data_url(ref) else ref
+                entry = files.setdefault(
+                    shown,
+                    {
+                        "sha256": info.sha256,
+                        "dhash": f"{info.dhash:016x}",
+                        "size": [info.width, info.height],
+                        "mode": info.mode,
+                        "splits": [],
+                    },
+                )
+                if name not in entry["splits"]:
+                    entry["splits"].append(name)
+    if not files:
+        return {}
+    by_split = {name: sum(name in f["splits"] for f in files.values()) for name in splits}
+    return {"count": len(files), "by_split": by_split, "files": files}
 
 
 def _output_row(candidate: Candidate) -> dict:

@@ -7,10 +7,15 @@ Output rows follow TRL's dataset conventions, so its trainers take them as they 
   prompt_completion  {"prompt", "completion"}
   preference         {"prompt", "chosen", "rejected"} (all strings, or all message lists)
   multimodal         chat whose content lists parts {"type": "image"|"audio", "path"}, plus
-                     "images"/"audios" with the resolved paths
+                     "images"/"audios" with the resolved paths (a data: URL stays as it is)
   speech             {"audio", "text"} (a recording and its transcript; also read from
                      "file_name"+"transcription"/"sentence" of HF's audiofolder metadata.csv),
                      plus the recording's "audio_sha256", "seconds" and "sample_rate"
+Image rows arrive in three layouts, all converted to the multimodal row above:
+  TRL/HF    "images": [paths] beside messages whose content has {"type": "image"} placeholders
+            (or "<image>" markers in a string), filled in order; counts must match
+  OpenAI    {"type": "image_url", "image_url": {"url": path or data:image/...;base64,...}}
+  own       {"type": "image", "path": ...} parts, or an "image" key on a message
 Other top-level keys (ids, group keys, tags) are kept as they are.
 """
 
@@ -22,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from specialize.data.audio import AudioLimits, audio_problems, inspect_audio
-from specialize.data.media import check_media
+from specialize.data.media import check_media, image_info, is_data_url
 from specialize.errors import UserFileError
 
 KINDS = ("text", "chat", "instruction", "prompt_completion", "preference", "multimodal", "speech")
@@ -38,6 +43,7 @@ _TOOL_MESSAGE_KEYS = {"tool_calls", "tool_call_id"}
 _KNOWN_MESSAGE_KEYS = {
     "role", "content", "weight", "name", *MEDIA_TYPES, "images", "audios", *_TOOL_MESSAGE_KEYS
 }
+IMAGE_MARKER = "<image>"
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,8 @@ def detect_kind(value: Any) -> str | None:
         return None
     keys = set(value)
     if "messages" in keys:
-        return "multimodal" if _has_media(value["messages"]) else "chat"
+        media = _has_media(value["messages"]) or bool(value.get("images") or value.get("audios"))
+        return "multimodal" if media else "chat"
     if keys & set(AUDIO_KEYS) and keys & set(TRANSCRIPT_KEYS):
         return "speech"
     if {"prompt", "chosen", "rejected"} <= keys:
@@ -89,6 +96,7 @@ class RowChecker:
         self.kind, self.where, self.media_root = kind, where, media_root
         self.audio_limits = audio_limits or AudioLimits()
         self.defects: list[Defect] = []
+        self._listed_images = False
 
     def convert(self, value: Any) -> dict | None:
         """Return the TRL row for `value`, or None when it has errors (see `self.defects`)."""
@@ -223,8 +231,10 @@ class RowChecker:
                 f"expected a list of messages, got {type(messages).__name__}",
             )
             return None
+        # "<image>" in a string marks an image only where the row lists images (TRL's layout).
+        self._listed_images = bool(value.get("images"))
         checked = self._messages(messages, "messages", "conversation")
-        if checked is None:
+        if checked is None or not self._fill_placeholders(checked, value):
             return None
         row: dict[str, Any] = {"messages": checked}
         if value.get("tools"):
@@ -304,6 +314,16 @@ class RowChecker:
         if content is None:
             self._error("missing_field", f"{path}.content", "required field is missing")
             return None
+        if isinstance(content, str) and IMAGE_MARKER in content and self._listed_images:
+            # The LLaVA/TRL string layout: "<image>" marks where a row-level image goes.
+            pieces = content.split(IMAGE_MARKER)
+            marked: list[dict] = []
+            for index, piece in enumerate(pieces):
+                if index:
+                    marked.append({"type": "image"})
+                if piece.strip():
+                    marked.append({"type": "text", "text": piece})
+            content = marked
         if isinstance(content, str):
             if not content.strip() and not attached:
                 self._error("empty_content", f"{path}.content", "empty text")
@@ -330,15 +350,35 @@ class RowChecker:
                 out.append({"type": "text", "text": part["text"]})
             elif kind in MEDIA_TYPES:
                 ref = part.get("path") or part.get(kind) or part.get("url")
+                if ref is None and set(part) == {"type"}:
+                    out.append({"type": kind, "path": None})  # filled from the row's list
+                    continue
                 if not isinstance(ref, str) or not ref:
                     self._error("missing_field", f"{where}.path", f"{kind} part needs a file path")
                     return None
                 out.append({"type": kind, "path": ref})
+            elif kind == "image_url":
+                url = part.get("image_url")
+                url = url.get("url") if isinstance(url, dict) else url
+                if not isinstance(url, str) or not url:
+                    self._error(
+                        "missing_field", f"{where}.image_url.url", "image_url part needs a url"
+                    )
+                    return None
+                if url.startswith(("http://", "https://")):
+                    self._error(
+                        "remote_media",
+                        f"{where}.image_url.url",
+                        "remote images are not fetched; download it and give a local path or a data: URL",
+                    )
+                    return None
+                out.append({"type": "image", "path": url.removeprefix("file://")})
             else:
                 self._error(
                     "wrong_type",
                     where,
-                    "expected {'type': 'text', 'text'} or {'type': 'image'|'audio', 'path'}",
+                    "expected {'type': 'text', 'text'}, {'type': 'image'|'audio', 'path'} or "
+                    "{'type': 'image_url', 'image_url': {'url'}}",
                 )
                 return None
         if not any(p["type"] != "text" or p["text"].strip() for p in out):
@@ -423,6 +463,45 @@ class RowChecker:
             roles.append(role)
         return roles  # a conversation may end on a tool call: that teaches the call
 
+    def _fill_placeholders(self, messages: list[dict], value: dict) -> bool:
+        """Give each bare {"type": "image"} part the next path of the row's "images" list."""
+        for kind, key in (("image", "images"), ("audio", "audios")):
+            listed = value.get(key)
+            if listed is None:
+                listed = []
+            if not isinstance(listed, list) or not all(isinstance(x, str) for x in listed):
+                self._error("wrong_type", key, f"expected a list of {kind} file paths")
+                return False
+            holes = [
+                part
+                for message in messages
+                if isinstance(message["content"], list)
+                for part in message["content"]
+                if part["type"] == kind and part["path"] is None
+            ]
+            given = [
+                part["path"]
+                for message in messages
+                if isinstance(message["content"], list)
+                for part in message["content"]
+                if part["type"] == kind and part["path"] is not None
+            ]
+            if listed and not holes and listed == given:
+                continue  # the list repeats the parts' own paths (some HF exports do)
+            if holes and len(holes) != len(listed) or (listed and not holes):
+                more = "more" if len(listed) > len(holes) else "fewer"
+                self._error(
+                    "media_count_mismatch",
+                    key,
+                    f"{len(listed)} {kind}(s) listed but {len(holes)} {{'type': '{kind}'}} "
+                    f"placeholder(s) in the messages ({more} {kind}s than places); "
+                    f"give one placeholder per {kind}, in order",
+                )
+                return False
+            for part, ref in zip(holes, listed, strict=True):
+                part["path"] = ref
+        return True
+
     def _collect_media(self, messages: list[dict]) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
         for index, message in enumerate(messages):
@@ -431,13 +510,14 @@ class RowChecker:
             for pindex, part in enumerate(message["content"]):
                 if part["type"] in MEDIA_TYPES:
                     field = f"messages[{index}].content[{pindex}].path"
-                    resolved = self.media_root / part["path"]
+                    ref = part["path"]
+                    resolved = ref if is_data_url(ref) else str(self.media_root / ref)
                     problem = check_media(resolved, part["type"])
                     if problem:
                         self._error(problem[0], field, problem[1])
                     else:
-                        part["path"] = str(resolved)
-                        found.setdefault(part["type"], []).append(str(resolved))
+                        part["path"] = resolved
+                        found.setdefault(part["type"], []).append(resolved)
         return found
 
     # --- helpers --------------------------------------------------------------------------
@@ -483,7 +563,7 @@ def _has_media(messages: Any) -> bool:
             return True
         content = message.get("content")
         if isinstance(content, list) and any(
-            isinstance(p, dict) and p.get("type") in MEDIA_TYPES for p in content
+            isinstance(p, dict) and p.get("type") in (*MEDIA_TYPES, "image_url") for p in content
         ):
             return True
     return False
@@ -492,13 +572,34 @@ def _has_media(messages: Any) -> bool:
 # --- views of a converted row, used by curation and leakage checks ----------------------------
 
 
+def _media_label(part: dict) -> str:
+    """An image is named by its content hash, so the same file under two names reads the same
+    (re-encoded copies are the near-duplicate check's job, by difference hash)."""
+    if part["type"] == "image":
+        try:
+            return f"<image:{image_info(part['path']).sha256[:16]}>"
+        except (OSError, ValueError):
+            pass
+    name = "data-url" if is_data_url(part["path"]) else Path(part["path"]).name
+    return f"<{part['type']}:{name}>"
+
+
 def _message_text(content: str | list) -> str:
     if isinstance(content, str):
         return content
-    return " ".join(
-        p["text"] if p["type"] == "text" else f"<{p['type']}:{Path(p['path']).name}>"
-        for p in content
-    )
+    return " ".join(p["text"] if p["type"] == "text" else _media_label(p) for p in content)
+
+
+def row_images(row: dict) -> list[str]:
+    """Return the image references of a converted row, in order of appearance."""
+    messages = row.get("messages") or []
+    return [
+        part["path"]
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+        if part.get("type") == "image"
+    ]
 
 
 def _as_text(item: str | list) -> str:

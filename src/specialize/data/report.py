@@ -56,6 +56,7 @@ def write_data_report(
         _token_section(manifest, splits),
         _audio_section(manifest, splits),
         _leakage_section(manifest),
+        _images_section(manifest),
         _samples_section(ledger),
     ]
     page = html.page(
@@ -151,7 +152,8 @@ def _leakage_section(manifest: DatasetManifest) -> str:
     removed = manifest.leakage["removed_from_train"]
     text = (
         "Train rows removed because they (or their question) also appear in val, test or an eval file: "
-        f"{removed['exact']} exact, {removed['near']} near."
+        f"{removed['exact']} exact, {removed['near']} near"
+        + (f", {removed['image']} showing the same photo." if "image" in removed else ".")
     )
     files = manifest.leakage.get("eval_files") or []
     return html.section(
@@ -159,6 +161,52 @@ def _leakage_section(manifest: DatasetManifest) -> str:
         html.paragraph(text),
         html.paragraph("Eval files checked: " + (", ".join(files) or "none")),
     )
+
+
+THUMBNAILS = 12
+
+
+def _images_section(manifest: DatasetManifest) -> str:
+    """Image counts per split and a strip of the first thumbnails (only for datasets with images)."""
+    images = getattr(manifest, "images", None)
+    if not images:
+        return ""
+    return html.section(
+        "Images",
+        html.paragraph(
+            f"{images['count']:,} distinct images, each opened, fully decoded and hashed "
+            "(sha256 in manifest.json; a difference hash keeps the same photo out of two splits)."
+        ),
+        html.table(["split", "images"], images["by_split"].items()),
+        html.image(_thumbnail_strip(list(images["files"])[:THUMBNAILS]), "thumbnails"),
+    )
+
+
+def _thumbnail_strip(refs: list[str]) -> bytes:
+    """Return a PNG with the images side by side, 96 pixels high."""
+    import io
+
+    from PIL import Image
+
+    from specialize.data.media import load_image
+
+    height, pad = 96, 4
+    thumbs = []
+    for ref in refs:
+        if ref.startswith("data-url:"):
+            continue  # shown by hash only; the URL itself is not kept in the manifest
+        image = load_image(ref)
+        image.thumbnail((height * 2, height))
+        thumbs.append(image)
+    width = sum(t.width + pad for t in thumbs) + pad
+    strip = Image.new("RGB", (max(width, 1), height + 2 * pad), (255, 255, 255))
+    x = pad
+    for thumb in thumbs:
+        strip.paste(thumb, (x, pad))
+        x += thumb.width + pad
+    buffer = io.BytesIO()
+    strip.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _samples_section(ledger: Ledger) -> str:

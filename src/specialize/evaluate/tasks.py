@@ -36,6 +36,9 @@ class EvalItem:
     meta: dict[str, Any] = field(
         default_factory=dict
     )  # the row's other scalar fields, for breakdowns
+    images: list[str] = field(
+        default_factory=list
+    )  # image rows: the pictures; prompt keeps the text
 
 
 # Row keys that make up an item; every other scalar field is kept in EvalItem.meta.
@@ -61,6 +64,7 @@ def load_eval_items(path: str | Path, *, system: str | None = None) -> list[Eval
             continue
         try:
             item = _item(raw.value, f"{Path(path).stem}-{raw.line}", system)
+            item.images = _split_images(item, raw.value, Path(path).parent)
             item.meta = {
                 k: v
                 for k, v in raw.value.items()
@@ -116,6 +120,38 @@ def _item(row: dict[str, Any], default_id: str, system: str | None) -> EvalItem:
         {"role": "user", "content": question}
     ]
     return EvalItem(item_id, prompt, [str(a) for a in answers], category=category)
+
+
+def _split_images(item: EvalItem, row: dict, folder: Path) -> list[str]:
+    """Return an image row's picture references (resolved) and leave only text in its prompt.
+
+    Text-only systems answer the text; a vision model puts the pictures before the last user
+    turn's text (models/vision.py). An image reference is checked when it is opened.
+    """
+    from specialize.data.media import is_data_url
+
+    def resolve(ref: str) -> str:
+        return ref if is_data_url(ref) else str(folder / ref.removeprefix("file://"))
+
+    listed = [resolve(r) for r in row.get("images") or [] if isinstance(r, str)]
+    found = []
+    if not isinstance(item.prompt, list):
+        return listed
+    for message in item.prompt:
+        content = message.get("content")
+        if isinstance(content, str) and "<image>" in content and listed:
+            message["content"] = content.replace("<image>", "").strip()
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            ref = part.get("path") or part.get("image") or part.get("image_url")
+            ref = ref.get("url") if isinstance(ref, dict) else ref
+            if part.get("type") in ("image", "image_url") and isinstance(ref, str):
+                found.append(resolve(ref))
+        message["content"] = " ".join(
+            p["text"] for p in content if p.get("type") == "text" and isinstance(p.get("text"), str)
+        )
+    return found or listed
 
 
 def _gold(answer: Any, choices: list[str]) -> int:

@@ -302,7 +302,7 @@ def _result_key(
         "base": base_hash,
         "adapter": rung.adapter.content_hash if rung.adapter else None,
         "task": task.model_dump(mode="json", exclude={"name", "data", "category", "where"}),
-        "items": [[i.id, i.prompt, i.answers] for i in items],
+        "items": [[i.id, i.prompt, i.answers] + ([i.images] if i.images else []) for i in items],
         "prompt": config.prompt.model_dump(mode="json", exclude={"examples"})
         if kind == "prompt"
         else None,
@@ -369,14 +369,17 @@ def _evaluate(
     model, tokenizer, context = models.get(rung.adapter)
     started = time.monotonic()
     with context:
-        outputs = generate_batch(
-            model,
-            tokenizer,
-            messages,
-            GenerationSettings(max_new_tokens=task.max_new_tokens),
-            batch_size=config.batch_size,
-            progress=f"{rung.name} / {task.name}" if progress else None,
-        )
+        if rung.adapter and _sees_images(rung.adapter, items):
+            outputs = _vision_outputs(model, tokenizer, rung.adapter, items, messages, task, config)
+        else:  # image items reach text-only rungs as their text alone
+            outputs = generate_batch(
+                model,
+                tokenizer,
+                messages,
+                GenerationSettings(max_new_tokens=task.max_new_tokens),
+                batch_size=config.batch_size,
+                progress=f"{rung.name} / {task.name}" if progress else None,
+            )
     seconds = time.monotonic() - started
     metric = GENERATIVE_METRICS[task.metric]
     rows = []
@@ -424,6 +427,40 @@ def _few_shot_summary(task: TaskConfig, rows: list[dict]) -> dict:
         )
         log.warning("ladder: prompt / %s: %s", task.name, summary["note"])
     return summary
+
+
+def _sees_images(adapter: Adapter, items: list[EvalItem]) -> bool:
+    from specialize.models.vision import is_vision_adapter
+
+    return is_vision_adapter(adapter.path) and any(i.images for i in items)
+
+
+def _vision_outputs(model, tokenizer, adapter: Adapter, items, messages, task, config) -> list[str]:
+    """A vision adapter's answers: each item's pictures go before its last user turn's text."""
+    from specialize.data.media import load_image
+    from specialize.models.vision import generate_answers, load_vision_adapter
+
+    vlm = load_vision_adapter(model, tokenizer, adapter.path)
+    prompts = [
+        [
+            *m[:-1],
+            {
+                "role": "user",
+                "content": [{"type": "image"}] * len(i.images)
+                + [{"type": "text", "text": m[-1]["content"]}],
+            },
+        ]
+        for i, m in zip(items, messages, strict=True)
+    ]
+    pictures = [[load_image(ref) for ref in i.images] for i in items]
+    return generate_answers(
+        vlm,
+        tokenizer,
+        prompts,
+        pictures,
+        max_new_tokens=task.max_new_tokens,
+        batch_size=config.batch_size,
+    )
 
 
 def _report(

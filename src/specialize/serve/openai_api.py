@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,6 +40,8 @@ class Limits:
     admin_key: str | None = None  # Bearer token for /admin (loading, unloading, status)
     max_batch: int = 32  # rows decoded together in one forward
     write_timeout_s: float = 10.0  # a client that stops reading loses its stream after this
+    max_image_bytes: int = 4_000_000  # one image in a chat request, decoded (more: 413)
+    max_image_pixels: int = 16_000_000  # one image's width x height (more: 400)
 
 
 class ApiError(Exception):
@@ -58,7 +61,7 @@ class ApiError(Exception):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: str
-    content: str
+    content: str | list[dict]  # a list: OpenAI content parts (text, image_url as a data URL)
 
 
 class _Sampling(BaseModel):
@@ -131,12 +134,50 @@ def add_openai_routes(app: FastAPI, host: ModelHost, limits: Limits) -> Engine:
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest, request: Request):
-        messages = [m.model_dump() for m in body.messages]
+        messages, images = _with_images([m.model_dump() for m in body.messages], limits)
+        if images:
+            return await _image_answer(body, request, messages, images)
         if body.model in host.names():  # an unknown model gets its 404 from _job
             host.check_format(body.model, messages)
         return await _answer(
             request, body, "chat", lambda: render_prompt_ids(host.tokenizer, messages)
         )
+
+    async def _image_answer(body: ChatRequest, request: Request, messages, images) -> dict:
+        """A vision adapter's answer. Image rows are not batched: the projector's features go in
+        place of the prompt's embeddings, so the request holds the model (the engine waits)."""
+        name = _model(body.model, host, request)
+        if body.stream:
+            raise ApiError(400, "streaming is not supported for requests with images")
+        wanted = body.max_tokens or min(256, limits.max_tokens)
+        if wanted > limits.max_tokens:
+            raise ApiError(
+                400, f"max_tokens {wanted} is over this server's limit of {limits.max_tokens}"
+            )
+        settings = GenerationSettings(
+            max_new_tokens=wanted, temperature=body.temperature, top_p=body.top_p, seed=body.seed
+        )
+        reply = await run_in_threadpool(
+            _run, lambda: host.chat_with_images(name, messages, images, settings)
+        )
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.text},
+                    "finish_reason": reply.finish_reason,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": reply.prompt_tokens,
+                "completion_tokens": reply.completion_tokens,
+                "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+            },
+        }
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
@@ -337,6 +378,19 @@ class _EventStream(Response):
         finally:
             self.job.cancel()
             gone.cancel()
+
+
+def _with_images(messages: list[dict], limits: Limits) -> tuple[list[dict], list]:
+    """Image parts decoded from data URLs (413/400 past the limits); text-only messages unchanged."""
+    from specialize.serve.images import ImageLimits, RequestImageError, request_images
+
+    image_limits = ImageLimits(
+        max_image_bytes=limits.max_image_bytes, max_image_pixels=limits.max_image_pixels
+    )
+    try:
+        return request_images(messages, image_limits)
+    except RequestImageError as exc:
+        raise ApiError(exc.status, str(exc)) from exc
 
 
 def _error(

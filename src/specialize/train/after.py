@@ -84,6 +84,7 @@ def judged_win_rate(recipe: RecipeConfig, run: RunDir, progress: bool = True) ->
 def record_samples(recipe: RecipeConfig, run: RunDir, progress: bool = True) -> None:
     """Base and tuned answers to a few validation chats of the run's own data, for its report."""
     rows = [row for data in run_datasets(run, replay=False) for row in read_split(data, "val")[:10]]
+    rows = [r for r in rows if "images" not in r]  # text answers to image questions say nothing
     write_samples(recipe.model, run, rows)
 
 

@@ -220,6 +220,27 @@ class PreferenceSection(Config):
     max_new_tokens: int = Field(64, ge=1, description="rl and win rate: answer length.")
 
 
+class VisionSection(Config):
+    """Image + text fine-tuning (LLaVA-style); present = rows with images train a VLM."""
+
+    grid: int = Field(
+        2,
+        ge=1,
+        le=7,
+        description="The encoder's 7x7 feature map is pooled to grid x grid image tokens.",
+    )
+    align_steps: int = Field(
+        60, ge=0, description="Stage 1: steps that train only the projector (LM and LoRA frozen)."
+    )
+    projector_learning_rate: float = Field(
+        1e-3, gt=0, description="Learning rate of the projector in both stages."
+    )
+    pretrained_encoder: bool = Field(
+        True,
+        description="ImageNet weights for the frozen encoder; false: random (tiny tests only).",
+    )
+
+
 class OutputSection(Config):
     dir: str | None = Field(
         None, description="Run directory; default: $SPECIALIZE_HOME/runs/<name>-<time>."
@@ -253,7 +274,18 @@ class RecipeConfig(Config):
     eval: EvalSection = Field(default_factory=EvalSection)
     retention: RetentionSection = Field(default_factory=RetentionSection)
     preference: PreferenceSection = Field(default_factory=PreferenceSection)
+    vision: VisionSection | None = Field(
+        None,
+        description="Image + text: a frozen image encoder, a trained projector and LoRA on the LM "
+        "(method: sft only).",
+    )
     output: OutputSection = Field(default_factory=OutputSection)
+
+    @model_validator(mode="after")
+    def _vision_needs_sft_lora(self) -> RecipeConfig:
+        if self.vision is not None and (self.method != "sft" or self.adaptation.kind != "lora"):
+            raise ValueError("vision: needs method: sft and adaptation.kind: lora")
+        return self
 
     @model_validator(mode="after")
     def _save_on_eval_steps(self) -> RecipeConfig:

@@ -13,6 +13,7 @@ from specialize.train.config import RecipeConfig
 from specialize.train.datasets import pack_rows, recipe_rows, tokenize_for_cpt
 from specialize.train.precision import Precision
 from specialize.train.trainer import Outcome, build_sft_trainer, fit, plan_steps
+from specialize.train.vision import text_only_error
 
 
 def train_cpt(
@@ -26,6 +27,7 @@ def train_cpt(
     model, tokenizer = load_model(recipe.model)
     model = adapt(model, recipe.adaptation)
     rows = recipe_rows(recipe, run)
+    text_only_error(rows.train + rows.val)
     length = recipe.training.max_length
     train = pack_rows(tokenize_for_cpt(tokenizer, rows.train), length)
     val = pack_rows(tokenize_for_cpt(tokenizer, rows.val), length)

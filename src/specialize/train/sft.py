@@ -9,6 +9,7 @@ from specialize.train.config import RecipeConfig
 from specialize.train.datasets import recipe_rows, tokenize_for_sft
 from specialize.train.precision import Precision
 from specialize.train.trainer import Outcome, build_sft_trainer, fit, plan_steps
+from specialize.train.vision import text_only_error, train_vision
 
 
 def train_sft(
@@ -19,10 +20,13 @@ def train_sft(
     resume_from: str | None = None,
     progress: bool = True,
 ) -> Outcome:
+    if recipe.vision is not None:
+        return train_vision(recipe, run, precision, resume_from=resume_from, progress=progress)
     model, tokenizer = load_model(recipe.model)
     tokenizer = recipe_chat_template(tokenizer, recipe)
     model = adapt(model, recipe.adaptation)
     rows = recipe_rows(recipe, run)
+    text_only_error(rows.train + rows.val)
     length = recipe.training.max_length
     train, val = (
         tokenize_for_sft(tokenizer, rows.train, length),
