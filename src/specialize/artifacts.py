@@ -2,7 +2,8 @@
 
 Every JSON artifact a stage writes for another to read has one class here, its only owner:
 `RunRecord` (run.json), `DatasetManifest` (a dataset's manifest.json), `RetentionReport`
-(retention.json), `EvalReport` (eval.json), `LadderRecord` (ladder.json). Each is a dataclass
+(retention.json), `EvalReport` (eval.json), `LadderRecord` (ladder.json), `SimulationRecord`
+(simulation.json), `SweepRecord` (sweep.json). Each is a dataclass
 deriving from `Artifact`: `write(path)` and `read(path)`, with a `schema_version` checked on
 reading (an unknown one is a one-line error). Adding an artifact is one class here; readers go
 through `read`, never `json.loads` of the file.
@@ -331,3 +332,31 @@ class LadderRecord(Artifact):
     adapters: dict = dataclasses.field(default_factory=dict)
     # The skew check per tuned rung: its requests' layout against the adapter's training rows.
     prompt_format: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class SimulationRecord(Artifact):
+    """simulation.json: pass rates per contestant, scenario and check with n and CI, paired tests."""
+
+    what: ClassVar[str] = "simulation record (simulation.json)"
+
+    created: str
+    model: str | None
+    scenario_file: str | None = None
+    scenario_file_sha256: str | None = None
+    contestants: list = dataclasses.field(default_factory=list)
+    extra: dict = dataclasses.field(default_factory=dict)  # the summaries (see simulate/report.py)
+
+
+@dataclasses.dataclass
+class SweepRecord(Artifact):
+    """sweep.json: every trial, the Pareto front, importances and the recommendation."""
+
+    what: ClassVar[str] = "sweep record (sweep.json)"
+
+    created: str
+    name: str
+    trials: list
+    front: list
+    recommendation: dict | None = None
+    extra: dict = dataclasses.field(default_factory=dict)  # objectives, counts, importances, ...

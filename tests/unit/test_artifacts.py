@@ -100,6 +100,8 @@ def test_typed_artifacts_round_trip_and_keep_unknown_keys(tmp_path):
         LadderRecord,
         RetentionReport,
         RunRecord,
+        SimulationRecord,
+        SweepRecord,
     )
 
     legacy = tmp_path / "run.json"  # written before run.json carried a version
@@ -127,7 +129,7 @@ def test_typed_artifacts_round_trip_and_keep_unknown_keys(tmp_path):
     report.write(tmp_path / "retention.json")
     headline = RetentionReport.read(tmp_path / "retention.json").headline()
     assert headline["tasks"]["qa"]["tuned"] == 0.49 and headline["drift_kl"] == 0.01
-    for cls in (EvalReport, LadderRecord):
+    for cls in (EvalReport, LadderRecord, SimulationRecord, SweepRecord):
         (tmp_path / "x.json").write_text(json.dumps({"schema_version": 7}))
         with pytest.raises(UserFileError, match="schema_version 7"):
             cls.read(tmp_path / "x.json")
@@ -139,3 +141,16 @@ def test_delta_text_is_one_format():
     row = {"delta_points": -1.25, "delta_ci95_points": [-3.0, 0.5]}
     assert delta_text(row) == "-1.2 [-3.0, +0.5]"
     assert delta_text(row, " pts") == "-1.2 pts [-3.0, +0.5]"
+
+
+def test_simulation_and_sweep_records_keep_every_summary(tmp_path):
+    from specialize.artifacts import SimulationRecord, SweepRecord
+
+    simulation = {"created": "t", "model": "m", "contestants": [], "pass_rates": {"base": 0.5}}
+    SimulationRecord.from_dict(simulation).write(tmp_path / "simulation.json")
+    back = SimulationRecord.read(tmp_path / "simulation.json")
+    assert back.extra["pass_rates"] == {"base": 0.5} and back.model == "m"
+    sweep = {"created": "t", "name": "s", "trials": [{"number": 0}], "front": [0], "counts": {}}
+    SweepRecord.from_dict(sweep).write(tmp_path / "sweep.json")
+    again = json.loads((tmp_path / "sweep.json").read_text())
+    assert again == {"schema_version": 1, **sweep, "recommendation": None}

@@ -8,14 +8,18 @@ import itertools
 import json
 from pathlib import Path
 
-from specialize.artifacts import atomic_write_json, atomic_write_text, sha256_file
+from specialize.artifacts import (
+    SimulationRecord,
+    atomic_write_text,
+    sha256_file,
+)
 from specialize.evaluate.stats import paired_difference, wilson
 from specialize.simulate.config import TURN_CHECKS, Scenario, SimulationConfig
 from specialize.simulate.run import TRANSCRIPTS, conversation_fingerprint
 from specialize.track import html
 from specialize.track.plots import intervals_png
 
-SIMULATION_SCHEMA_VERSION = 1
+SIMULATION_SCHEMA_VERSION = SimulationRecord.schema_version
 
 
 def current_transcripts(
@@ -178,7 +182,7 @@ def write_reports(
         "intervals; contestants are compared on the scenarios both finished (McNemar's exact test)",
         **summarise(config, rows),
     }
-    atomic_write_json(out / "simulation.json", report)
+    SimulationRecord.from_dict(report).write(out / "simulation.json")
     atomic_write_text(out / "simulation.html", simulation_page(report, rows))
     _register(report, out)
     return report

@@ -11,11 +11,11 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from specialize.artifacts import atomic_write_json
+from specialize.artifacts import SweepRecord
 from specialize.sweep.config import SweepConfig
 
 log = logging.getLogger(__name__)
-SWEEP_SCHEMA_VERSION = 1
+SWEEP_SCHEMA_VERSION = SweepRecord.schema_version
 MIN_TRIALS_FOR_IMPORTANCE = 3
 
 
@@ -50,7 +50,7 @@ def write_results(config: SweepConfig, study: optuna.Study, out: Path) -> dict:
     from specialize.sweep.report import write_sweep_page
 
     results = sweep_results(config, study, out)
-    atomic_write_json(out / "sweep.json", results)
+    SweepRecord.from_dict(results).write(out / "sweep.json")
     write_sweep_page(results, out / "sweep.html")
     return results
 
