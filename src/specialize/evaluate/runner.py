@@ -191,13 +191,17 @@ def _score_next_tokens(
     for chunk in _chunks(
         sorted(range(len(keys)), key=lambda k: len(keys[k])), batch_size, progress
     ):
-        ids, mask = _pad([list(keys[k]) for k in chunk], pad)
+        # Left-padded, so every row's last position is the last column: the LM head runs there only.
+        ids, mask = _pad([list(keys[k]) for k in chunk], pad, left=True)
         with torch.inference_mode():
             logits = model(
-                input_ids=ids.to(model.device), attention_mask=mask.to(model.device)
+                input_ids=ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(model.device),
+                logits_to_keep=1,
             ).logits.float()
         for row, k in enumerate(chunk):
-            last = torch.log_softmax(logits[row, len(keys[k]) - 1], dim=-1)
+            last = torch.log_softmax(logits[row, -1], dim=-1)
             for index in contexts[keys[k]]:
                 scores[index] = last[items[index][0][-1]].item()
     return scores
