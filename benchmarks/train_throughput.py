@@ -136,7 +136,7 @@ PREAMBLE = """
 VALIDATION = """
     import json, torch
     from specialize.train.datasets import tokenize_for_sft
-    val = [json.loads(l) for l in open("{data}/val.jsonl")]
+    val = [json.loads(l) for l in open("{heldout}")]
     total, count = 0.0, 0
     MODEL.eval()
     with torch.inference_mode():
@@ -188,7 +188,9 @@ def real_tokens(tokenizer, rows: list[dict], max_length: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--rows", type=int, default=192, help="Chat rows; a fifth are held out.")
+    parser.add_argument(
+        "--rows", type=int, default=192, help="Training chat rows (a fifth as many held out)."
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument(
@@ -211,18 +213,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raw, data = Path(tmp) / "raw.jsonl", Path(tmp) / "data"
         synthesize(raw, args.rows)
+        heldout = Path(tmp) / "heldout.jsonl"
+        synthesize(heldout, max(8, args.rows // 5), seed=1)
         prepare(
             DataConfig(
                 sources=[SourceConfig(path=str(raw))],
                 model=args.model,
                 max_length=args.max_length,
-                split=SplitConfig(val=0.2, test=0),
+                split=SplitConfig(val=0, test=0),
             ),
             data,
             progress=False,
         )
         rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
-        val_rows = len((data / "val.jsonl").read_text().splitlines())
+        val_rows = len(heldout.read_text().splitlines())
         steps = len(rows) // args.batch
         rows_seen = steps * args.batch
         tokens_per_row = real_tokens(load_tokenizer(args.model), rows, args.max_length) / len(rows)
@@ -233,6 +237,7 @@ def main() -> None:
             batch=args.batch,
             max_length=args.max_length,
             steps=steps,
+            heldout=heldout,
         )
         fp32_best = "bf16=False, gradient_checkpointing=False"
         paths = {
@@ -271,6 +276,7 @@ def main() -> None:
             results[name] = run_path(
                 code, common | fields, timeout=args.trl_default_timeout if bf16 else None
             )
+            print(f"  {name}: {json.dumps(results[name])}", flush=True)  # raw, as each path ends
         report(results, tokens_per_row * args.batch, args)
         print(
             f"rows per full pass {rows_seen}; speed ratio = the path's real tokens/s over the fastest TRL "
