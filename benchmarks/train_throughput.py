@@ -117,7 +117,7 @@ TRL_PATH = """
     rows = [{{"messages": [m for m in json.loads(l)["messages"]]}} for l in open("{data}/train.jsonl")]
     tokenizer = AutoTokenizer.from_pretrained("{model_dir}")
     model = AutoModelForCausalLM.from_pretrained("{model_dir}")
-    args = SFTConfig(output_dir="{out}", per_device_train_batch_size={batch}, max_steps={steps}, max_length={max_length},
+    args = SFTConfig(output_dir="{out}", per_device_train_batch_size={batch}, max_steps={steps}, max_length={trl_max_length},
                      learning_rate=2e-4, report_to=[], save_strategy="no", disable_tqdm=True, {extra})
     peft = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer, peft_config=peft)
@@ -238,6 +238,7 @@ def main() -> None:
             max_length=args.max_length,
             steps=steps,
             heldout=heldout,
+            trl_max_length=args.max_length,
         )
         fp32_best = "bf16=False, gradient_checkpointing=False"
         paths = {
@@ -248,7 +249,8 @@ def main() -> None:
             ),
             "TRL best CPU: fp32, no ckpt, padding-free": (
                 TRL_PATH,
-                dict(out=f"{tmp}/t2", extra=fp32_best + ", padding_free=True"),
+                # TRL refuses max_length with padding-free and no packing; rows are shorter anyway
+                dict(out=f"{tmp}/t2", extra=fp32_best + ", padding_free=True", trl_max_length=None),
             ),
             "TRL defaults in fp32 (ckpt on, padded)": (
                 TRL_PATH,

@@ -132,10 +132,6 @@ def build_sft_trainer(
     """Return a TRL SFTTrainer over pre-tokenised rows, with our callbacks in place of the printers."""
     from trl import SFTTrainer
 
-    from specialize.train.speed import use_varlen_attention
-
-    if recipe.training.padding_free:
-        use_varlen_attention(model)  # one attention call per packed row's document, same result
     args = to_trl_args(recipe, run, precision, plan)
     return build_trainer(
         SFTTrainer,
