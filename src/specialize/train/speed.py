@@ -26,4 +26,3 @@ def score_labelled_positions_only() -> None:
 
 def _always_compact(device) -> bool:
     return True
-

@@ -44,4 +44,3 @@ def test_labelled_positions_only_gives_the_same_loss_and_gradients(tiny_model_di
     assert every_grads.keys() == only_grads.keys() and every_grads
     for name, grad in every_grads.items():
         assert torch.allclose(grad, only_grads[name], atol=1e-6), name
-
