@@ -1,15 +1,22 @@
-"""Training speed and memory: specialize's SFT path beside a plain TRL SFTTrainer, same model, data and LoRA.
+"""Training speed and memory: specialize's SFT path beside plain TRL SFTTrainer paths, same model, data and LoRA.
 
-Both paths see the same prepared chat rows once (one epoch, same batch size, same LoRA r/alpha/
-targets, same max_length). Real tokens/s counts only non-padding tokens: the same total for both,
-divided by each path's train_runtime. Each path runs in its own process so peak memory is its own.
+Every path sees the same prepared chat rows once (one epoch, same batch size, same LoRA r/alpha/
+targets, same max_length) and is then scored on the same held-out rows. Real tokens/s counts only
+non-padding tokens: the same total for every path, divided by each path's train_runtime. Each path
+runs in its own process so peak RSS (taken when training ends) is its own.
 
     python benchmarks/train_throughput.py                 # the default model, 192 rows
     python benchmarks/train_throughput.py --model DIR --rows 64
 
-"TRL defaults" is SFTTrainer as its docs show it: bf16=True (TRL's default), padded batches, plus
-use_cpu=True on a CPU (without it transformers refuses bf16 there). On a CPU without native bf16
-that default is very slow, so that path runs only --trl-default-steps steps, measured over those.
+Paths, all in one run so their ratios share the machine's state:
+- specialize (its defaults: auto precision, padding-free, selected-position loss);
+- TRL's best CPU configuration: fp32, gradient checkpointing off, padded and padding-free (the
+  faster of the two is the anchor of the speed ratio);
+- TRL's defaults in fp32 (gradient checkpointing on): the anchor of the memory ratio;
+- with --bf16-default, TRL's defaults as its docs show them (bf16=True, use_cpu on a CPU), which
+  is very slow on a CPU without native bf16, so it runs only --trl-default-steps steps.
+Validation loss: mean cross-entropy over the assistant tokens of the held-out rows, the same code
+for every path (TRL trains on the whole conversation by default, specialize on the assistant's turns).
 """
 
 from __future__ import annotations
@@ -93,6 +100,12 @@ SPECIALIZE_PATH = """
         "retention": {{"suite": "none"}}}})  # training only: the TRL path measures no retention either
     run = train(recipe, progress=False)
     RESULT = {{"runtime_s": run.record().outcome["runtime_s"], "steps": run.record().outcome["steps"]}}
+    PEAK = peak_rss_mib()
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    from specialize.models.loading import load_tokenizer
+    MODEL = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{model_dir}"), str(run.adapter))
+    TOKENIZER = load_tokenizer("{model}")
 """
 
 TRL_PATH = """
@@ -104,26 +117,56 @@ TRL_PATH = """
     rows = [{{"messages": [m for m in json.loads(l)["messages"]]}} for l in open("{data}/train.jsonl")]
     tokenizer = AutoTokenizer.from_pretrained("{model_dir}")
     model = AutoModelForCausalLM.from_pretrained("{model_dir}")
-    args = SFTConfig(output_dir="{out}", per_device_train_batch_size={batch}, max_steps={steps}, max_length={max_length},
+    args = SFTConfig(output_dir="{out}", per_device_train_batch_size={batch}, max_steps={steps}, max_length={trl_max_length},
                      learning_rate=2e-4, report_to=[], save_strategy="no", disable_tqdm=True, {extra})
     peft = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer, peft_config=peft)
     metrics = trainer.train().metrics
     RESULT = {{"runtime_s": metrics["train_runtime"], "steps": trainer.state.global_step}}
+    PEAK = peak_rss_mib()
+    MODEL, TOKENIZER = trainer.model, tokenizer
+"""
+
+PREAMBLE = """
+    import resource
+    def peak_rss_mib():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+"""
+
+VALIDATION = """
+    import json, torch
+    from specialize.train.datasets import tokenize_for_sft
+    val = [json.loads(l) for l in open("{heldout}")]
+    total, count = 0.0, 0
+    MODEL.eval()
+    with torch.inference_mode():
+        for row in tokenize_for_sft(TOKENIZER, val, {max_length}):
+            ids, labels = torch.tensor([row["input_ids"]]), torch.tensor([row["labels"]])
+            logits = MODEL(input_ids=ids).logits[0, :-1].float()
+            targets = labels[0, 1:]
+            keep = targets != -100
+            total += torch.nn.functional.cross_entropy(logits[keep], targets[keep], reduction="sum").item()
+            count += int(keep.sum())
+    RESULT["val_loss"] = total / count
+    RESULT["val_tokens"] = count
 """
 
 
-def run_path(code: str, timeout: float | None = None) -> dict | None:
+def run_path(code: str, fields: dict, timeout: float | None = None) -> dict | None:
     """Run one path in a fresh interpreter; return its RESULT plus peak RSS (and GPU peak) in MiB.
 
     None when it did not finish within `timeout` seconds.
     """
-    script = textwrap.dedent(code) + textwrap.dedent("""
-        import resource, torch
-        RESULT["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    script = (
+        textwrap.dedent(PREAMBLE)
+        + textwrap.dedent(code.format(**fields))
+        + textwrap.dedent(VALIDATION.format(**fields))
+        + textwrap.dedent("""
+        RESULT["peak_rss_mib"] = PEAK
         RESULT["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
         print("RESULT", json.dumps(RESULT))
     """)
+    )
     try:
         result = subprocess.run(
             [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout
@@ -145,15 +188,20 @@ def real_tokens(tokenizer, rows: list[dict], max_length: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--rows", type=int, default=192)
+    parser.add_argument(
+        "--rows", type=int, default=192, help="Training chat rows (a fifth as many held out)."
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument(
+        "--bf16-default", action="store_true", help="Also run TRL's bf16 default (slow on CPU)."
+    )
     parser.add_argument("--trl-default-steps", type=int, default=1)
     parser.add_argument(
-        "--only", choices=["specialize", "trl"], help="Run only one side (the other is skipped)."
+        "--trl-default-timeout", type=float, default=600, help="Seconds allowed for that path."
     )
     parser.add_argument(
-        "--trl-default-timeout", type=float, default=600, help="Seconds allowed for that path."
+        "--only", choices=["specialize", "trl"], help="Run only one side (the other is skipped)."
     )
     args = parser.parse_args()
 
@@ -165,6 +213,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raw, data = Path(tmp) / "raw.jsonl", Path(tmp) / "data"
         synthesize(raw, args.rows)
+        heldout = Path(tmp) / "heldout.jsonl"
+        synthesize(heldout, max(8, args.rows // 5), seed=1)
         prepare(
             DataConfig(
                 sources=[SourceConfig(path=str(raw))],
@@ -176,6 +226,7 @@ def main() -> None:
             progress=False,
         )
         rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
+        val_rows = len(heldout.read_text().splitlines())
         steps = len(rows) // args.batch
         rows_seen = steps * args.batch
         tokens_per_row = real_tokens(load_tokenizer(args.model), rows, args.max_length) / len(rows)
@@ -185,53 +236,85 @@ def main() -> None:
             data=data,
             batch=args.batch,
             max_length=args.max_length,
+            steps=steps,
+            heldout=heldout,
+            trl_max_length=args.max_length,
         )
+        fp32_best = "bf16=False, gradient_checkpointing=False"
         paths = {
-            "specialize (auto precision, padding-free)": SPECIALIZE_PATH.format(
-                **common, steps=steps, out=f"{tmp}/s"
+            "specialize (defaults)": (SPECIALIZE_PATH, dict(out=f"{tmp}/s")),
+            "TRL best CPU: fp32, no ckpt, padded": (
+                TRL_PATH,
+                dict(out=f"{tmp}/t1", extra=fp32_best),
             ),
-            "TRL SFTTrainer, fp32, padded batches": TRL_PATH.format(
-                **common, steps=steps, out=f"{tmp}/t1", extra="bf16=False"
+            "TRL best CPU: fp32, no ckpt, padding-free": (
+                TRL_PATH,
+                # TRL refuses max_length with padding-free and no packing; rows are shorter anyway
+                dict(out=f"{tmp}/t2", extra=fp32_best + ", padding_free=True", trl_max_length=None),
             ),
-            "TRL SFTTrainer defaults (bf16=True)": TRL_PATH.format(
-                **common,
-                steps=args.trl_default_steps,
-                out=f"{tmp}/t2",
-                extra="bf16=True, use_cpu=not torch.cuda.is_available()",
+            "TRL defaults in fp32 (ckpt on, padded)": (
+                TRL_PATH,
+                dict(out=f"{tmp}/t3", extra="bf16=False"),
             ),
         }
-        print(
-            f"model {args.model}; {len(rows)} chat rows, ~{tokens_per_row:.0f} real tokens/row; batch {args.batch}; "
-            f"LoRA r16 all-linear; max_length {args.max_length}"
-        )
-        print(
-            f"{'path':44} {'steps':>5} {'seconds':>8} {'real tok/s':>10} {'peak RSS MiB':>12} {'ratio':>7}"
-        )
-        ours = None
-        for name, code in paths.items():
-            if args.only and not name.lower().startswith(args.only):
-                continue
-            slow_default = name.startswith("TRL SFTTrainer defaults")
-            result = run_path(code, timeout=args.trl_default_timeout if slow_default else None)
-            if result is None:
-                bound = (
-                    tokens_per_row * args.batch * args.trl_default_steps / args.trl_default_timeout
-                )
-                print(
-                    f"{name:44} did not finish {args.trl_default_steps} step(s) in {args.trl_default_timeout:.0f} s: "
-                    f"< {bound:,.0f} real tok/s, > {ours / bound:.0f}x slower"
-                )
-                continue
-            rate = tokens_per_row * args.batch * result["steps"] / result["runtime_s"]
-            ours = ours or rate
-            gpu = f" (GPU peak {result['peak_gpu_mib']:.0f} MiB)" if result["peak_gpu_mib"] else ""
-            print(
-                f"{name:44} {result['steps']:5d} {result['runtime_s']:8.1f} {rate:10,.0f} {result['peak_rss_mib']:12,.0f} "
-                f"{ours / rate:6.2f}x{gpu}"
+        if args.bf16_default:
+            paths["TRL defaults (bf16=True)"] = (
+                TRL_PATH,
+                dict(
+                    out=f"{tmp}/t4",
+                    extra="bf16=True, use_cpu=not torch.cuda.is_available()",
+                    steps=args.trl_default_steps,
+                ),
             )
         print(
-            f"ratio = specialize's real tokens/s divided by that path's ({rows_seen} rows per full pass)"
+            f"model {args.model}; {len(rows)} train chat rows (~{tokens_per_row:.0f} real tokens/row), "
+            f"{val_rows} held out; batch {args.batch}; LoRA r16 all-linear, dropout 0; max_length {args.max_length}"
         )
+        results = {}
+        for name, (code, fields) in paths.items():
+            if args.only and not name.lower().startswith(args.only):
+                continue
+            bf16 = name.startswith("TRL defaults (bf16")
+            results[name] = run_path(
+                code, common | fields, timeout=args.trl_default_timeout if bf16 else None
+            )
+            print(f"  {name}: {json.dumps(results[name])}", flush=True)  # raw, as each path ends
+        report(results, tokens_per_row * args.batch, args)
+        print(
+            f"rows per full pass {rows_seen}; speed ratio = the path's real tokens/s over the fastest TRL "
+            "best-CPU path's; memory ratio = the path's peak RSS over TRL defaults'; val ratio = the "
+            "path's validation loss over specialize's"
+        )
+
+
+def report(results: dict[str, dict | None], tokens_per_step: float, args) -> None:
+    rates = {
+        name: tokens_per_step * r["steps"] / r["runtime_s"] for name, r in results.items() if r
+    }
+    best = [n for n in rates if n.startswith("TRL best")]
+    anchor = max(best, key=rates.get) if best else None
+    memory = results.get("TRL defaults in fp32 (ckpt on, padded)")
+    ours = results.get("specialize (defaults)")
+    print(
+        f"{'path':42} {'steps':>5} {'seconds':>8} {'real tok/s':>10} {'speed':>6} {'peak RSS MiB':>12} "
+        f"{'memory':>6} {'val loss':>8} {'val':>6}"
+    )
+    for name, r in results.items():
+        if r is None:
+            print(
+                f"{name:42} did not finish {args.trl_default_steps} step(s) in {args.trl_default_timeout:.0f} s"
+            )
+            continue
+        speed = f"{rates[name] / rates[anchor]:5.2f}x" if anchor else "-"
+        mem = f"{r['peak_rss_mib'] / memory['peak_rss_mib']:5.2f}x" if memory else "-"
+        val = f"{r['val_loss'] / ours['val_loss']:5.3f}x" if ours else "-"
+        mark = " *" if name == anchor else ""
+        print(
+            f"{name + mark:42} {r['steps']:5d} {r['runtime_s']:8.1f} {rates[name]:10,.0f} {speed:>6} "
+            f"{r['peak_rss_mib']:12,.0f} {mem:>6} {r['val_loss']:8.4f} {val:>6}"
+        )
+    if ours:
+        print(f"validation: {ours['val_tokens']} assistant tokens; * = the speed anchor")
 
 
 if __name__ == "__main__":

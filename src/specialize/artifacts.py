@@ -247,7 +247,9 @@ class DatasetManifest(Artifact):
     # Set when a training run prepared this dataset as replay of general data (the replay source
     # as configured, e.g. builtin:self-replay); None for task data. Readers ask this, never a path.
     replay: str | None = None
-    audio: dict = dataclasses.field(default_factory=dict)  # speech rows: seconds per split, sample rates
+    audio: dict = dataclasses.field(
+        default_factory=dict
+    )  # speech rows: seconds per split, sample rates
     images: dict = dataclasses.field(default_factory=dict)  # image rows: sha256 and hash per image
 
     @property

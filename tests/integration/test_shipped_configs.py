@@ -30,6 +30,8 @@ def test_shipped_scenario_files_load_with_their_cross_references():
         config = validate_file(path)
         assert isinstance(config, SimulationConfig)
         assert all(s.persona in config.personas for s in config.scenarios)
+
+
 def test_the_example_sweep_builds_an_ordinary_recipe_per_trial(tmp_path):
     """The sweep example is checked against its recipe and ladder, and a trial's recipe is the
     base recipe with the sweep's fixed overrides and the trial's values."""

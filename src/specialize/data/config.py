@@ -27,15 +27,21 @@ class ColumnsConfig(Config):
         None, description="Message key with the text (default content/value)."
     )
     system: str | None = Field(None, description="Field with a system prompt for the row.")
-    tools: str | None = Field(None, description="Field with the OpenAI tool schemas (default tools).")
+    tools: str | None = Field(
+        None, description="Field with the OpenAI tool schemas (default tools)."
+    )
     prompt: str | None = Field(None, description="Field with the prompt (default prompt).")
     answer: str | None = Field(
         None, description="Field with the answer (default completion, or output with instruction)."
     )
     chosen: str | None = Field(None, description="Field with the preferred answer.")
     rejected: str | None = Field(None, description="Field with the dispreferred answer.")
-    images: str | None = Field(None, description="Field with the row's image paths (default images).")
-    audio: str | None = Field(None, description="Field with the row's audio paths (default audios).")
+    images: str | None = Field(
+        None, description="Field with the row's image paths (default images)."
+    )
+    audio: str | None = Field(
+        None, description="Field with the row's audio paths (default audios)."
+    )
 
 
 class SourceConfig(Config):
@@ -135,6 +141,7 @@ class CleanConfig(Config):
                 f"phone_regions: {unknown[0]!r} is not a region code (two letters, e.g. SE, GB)"
             )
         return self
+
     too_long: Literal["drop", "keep"] = Field(
         "drop", description="Rows longer than max_length: drop, or keep (training truncates them)."
     )
@@ -173,6 +180,7 @@ class AugmentConfig(Config):
         None,
         description="The model's paraphrases, kept only when every key fact (numbers, names) survives.",
     )
+
 
 class AudioConfig(Config):
     min_seconds: float = Field(0.2, ge=0, description="Drop recordings shorter than this.")

@@ -206,7 +206,9 @@ def _arrow_records(path: Path) -> Iterator[dict]:
     import pyarrow as pa
 
     if not path.is_file():
-        raise UserFileError("not found", where=str(path), fix="check the dataset folder is complete")
+        raise UserFileError(
+            "not found", where=str(path), fix="check the dataset folder is complete"
+        )
     try:
         with pa.memory_map(str(path)) as source:
             try:

@@ -41,7 +41,14 @@ MEDIA_TYPES = ("image", "audio")
 IGNORED_TOOL_KEYS = ("functions", "function_call", "parallel_tool_calls")
 _TOOL_MESSAGE_KEYS = {"tool_calls", "tool_call_id"}
 _KNOWN_MESSAGE_KEYS = {
-    "role", "content", "weight", "name", *MEDIA_TYPES, "images", "audios", *_TOOL_MESSAGE_KEYS
+    "role",
+    "content",
+    "weight",
+    "name",
+    *MEDIA_TYPES,
+    "images",
+    "audios",
+    *_TOOL_MESSAGE_KEYS,
 }
 IMAGE_MARKER = "<image>"
 
@@ -649,6 +656,8 @@ def answer_messages(answer: str | list) -> list[dict]:
     if isinstance(answer, list):
         return [dict(m) for m in answer]
     return [{"role": "assistant", "content": answer}]
+
+
 def _turn_text(message: dict) -> str:
     """A message's text, with its tool calls written out (a call-only turn is not empty)."""
     calls = [

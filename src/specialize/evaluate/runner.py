@@ -84,7 +84,8 @@ def continuation_logprobs(
         start = min(start, len(whole) - 1)
         items.append((whole, max(start, 1)))
     # One-token continuations (MMLU's " A".." D", BoolQ's " no"/" yes") of a shared context need one
-    # forward pass for the context, not one per choice.
+    # forward pass for the context, not one per choice; longer ones (ARC, HellaSwag) run the context
+    # once too, then every continuation against its cached keys and values.
     single = [i for i, (tokens, start) in enumerate(items) if start == len(tokens) - 1]
     rest = [i for i in range(len(items)) if i not in set(single)]
     scores = [0.0] * len(items)
@@ -98,11 +99,84 @@ def continuation_logprobs(
         scores[index] = score
     for index, score in zip(
         rest,
-        _score(model, [items[i] for i in rest], tokenizer.pad_token_id, batch_size, progress),
+        _score_shared_contexts(
+            model, [items[i] for i in rest], tokenizer.pad_token_id, batch_size, progress
+        ),
         strict=True,
     ):
         scores[index] = score
     return scores
+
+
+def _score_shared_contexts(
+    model, items: list[tuple[list[int], int]], pad: int, batch_size: int, progress: str | None
+) -> list[float]:
+    """Return summed log-probabilities of tokens[start:] per item, each distinct context run once.
+
+    A batch of contexts runs left-padded (positions counted from each one's first real token) with
+    logits for its last position only; its KV cache is then repeated for each continuation, and the
+    continuations run right-padded against it, their positions continuing their context's. The sums
+    equal `_score`'s (the whole sequence at once) up to float rounding.
+    """
+    contexts: dict[tuple[int, ...], list[int]] = {}
+    for index, (tokens, start) in enumerate(items):
+        contexts.setdefault(tuple(tokens[:start]), []).append(index)
+    keys = sorted(contexts, key=len)
+    scores = [0.0] * len(items)
+    for chunk in _chunks(_by_continuations(keys, contexts, batch_size), 1, progress):
+        rows = [k for group in chunk for k in group]
+        members = [(row, i) for row, k in enumerate(rows) for i in contexts[keys[k]]]
+        ids, mask = _pad([list(keys[k]) for k in rows], pad, left=True)
+        with torch.inference_mode():
+            out = model(
+                input_ids=ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(model.device),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+            continuations = [items[i][0][items[i][1] :] for _, i in members]
+            for (row, index), tokens in zip(members, continuations, strict=True):
+                scores[index] = first[row, tokens[0]].item()
+            if max(len(t) for t in continuations) == 1:
+                continue
+            parents = torch.tensor([row for row, _ in members])
+            cache = out.past_key_values
+            cache.batch_select_indices(parents.to(model.device))
+            fed, fed_mask = _pad([t[:-1] or [pad] for t in continuations], pad, left=False)
+            fed_mask[[len(t) == 1 for t in continuations], 0] = 0
+            lengths = mask.sum(-1)[parents]
+            logits = model(
+                input_ids=fed.to(model.device),
+                attention_mask=torch.cat([mask[parents], fed_mask], dim=1).to(model.device),
+                position_ids=(lengths[:, None] + torch.arange(fed.shape[1])).to(model.device),
+                past_key_values=cache,
+                use_cache=True,
+            ).logits.float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+        for n, ((_, index), tokens) in enumerate(zip(members, continuations, strict=True)):
+            if len(tokens) > 1:
+                targets = torch.tensor(tokens[1:], device=logprobs.device)
+                picked = logprobs[n, : len(tokens) - 1].gather(-1, targets[:, None])
+                scores[index] += picked.sum().item()
+    return scores
+
+
+def _by_continuations(
+    keys: list[tuple[int, ...]], contexts: dict[tuple[int, ...], list[int]], batch_size: int
+) -> list[list[int]]:
+    """Group context indices so a group holds at most `batch_size` continuations (at least one context)."""
+    groups: list[list[int]] = []
+    count = 0
+    for k in range(len(keys)):
+        n = len(contexts[keys[k]])
+        if not groups or (groups[-1] and count + n > batch_size):
+            groups.append([])
+            count = 0
+        groups[-1].append(k)
+        count += n
+    return groups
 
 
 def _score_next_tokens(
@@ -117,13 +191,17 @@ def _score_next_tokens(
     for chunk in _chunks(
         sorted(range(len(keys)), key=lambda k: len(keys[k])), batch_size, progress
     ):
-        ids, mask = _pad([list(keys[k]) for k in chunk], pad)
+        # Left-padded, so every row's last position is the last column: the LM head runs there only.
+        ids, mask = _pad([list(keys[k]) for k in chunk], pad, left=True)
         with torch.inference_mode():
             logits = model(
-                input_ids=ids.to(model.device), attention_mask=mask.to(model.device)
+                input_ids=ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(model.device),
+                logits_to_keep=1,
             ).logits.float()
         for row, k in enumerate(chunk):
-            last = torch.log_softmax(logits[row, len(keys[k]) - 1], dim=-1)
+            last = torch.log_softmax(logits[row, -1], dim=-1)
             for index in contexts[keys[k]]:
                 scores[index] = last[items[index][0][-1]].item()
     return scores

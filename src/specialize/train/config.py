@@ -87,7 +87,8 @@ class LoraSection(Config):
         False, description="DoRA: learn each weight's magnitude apart from its LoRA direction."
     )
     use_rslora: bool = Field(
-        False, description="rsLoRA: scale by alpha / sqrt(r) instead of alpha / r (stable at high r)."
+        False,
+        description="rsLoRA: scale by alpha / sqrt(r) instead of alpha / r (stable at high r).",
     )
     loraplus_lr_ratio: float | None = Field(
         None,

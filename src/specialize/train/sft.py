@@ -37,5 +37,10 @@ def train_sft(
         model, tokenizer, recipe, run, precision, plan, train, val, progress=progress
     )
     return fit(
-        bundle, run, plan, tokenizer, resume_from=resume_from, full=recipe.adaptation.kind not in ("lora", "qlora")
+        bundle,
+        run,
+        plan,
+        tokenizer,
+        resume_from=resume_from,
+        full=recipe.adaptation.kind not in ("lora", "qlora"),
     )

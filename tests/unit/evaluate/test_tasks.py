@@ -124,7 +124,41 @@ def test_single_token_fast_path_matches_the_general_scorer(tiny_model_dir):
         whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
         items.append((whole, len(tokenizer(context, add_special_tokens=False)["input_ids"])))
     slow = runner._score(model, items, tokenizer.pad_token_id, 8, None)
-    assert fast == pytest.approx(slow, abs=1e-4)
+    assert fast == pytest.approx(slow, abs=1e-5)
+
+
+def test_shared_context_cache_gives_the_whole_sequence_scores(tiny_model_dir):
+    """Choices scored against one cached context: the same log-likelihoods as scoring each whole
+    sequence (to 1e-5), so the same answer, whatever the batch split and continuation lengths."""
+    from specialize.evaluate import runner
+
+    model, tokenizer = load_model(str(tiny_model_dir))
+    contexts = [
+        "A man is sitting on a roof. He",
+        "Question: Which gas do plants take in?\nAnswer:",
+        "Short:",
+    ]
+    endings = [
+        [" starts pulling up roofing.", " is ripping level tiles off.", " holds a rope.", " x"],
+        [" carbon dioxide", " oxygen and a lot of other gases too", " nitrogen"],
+        [" one two three four five six seven eight nine ten", " a"],
+    ]
+    pairs = [(c, e) for c, ends in zip(contexts, endings, strict=True) for e in ends]
+    items = []
+    for context, continuation in pairs:
+        whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
+        start = len(tokenizer(context, add_special_tokens=False)["input_ids"])
+        items.append((whole, start))
+    whole_sequences = runner._score(model, items, tokenizer.pad_token_id, 16, None)
+    for batch_size in (16, 3, 1):
+        cached = runner.continuation_logprobs(model, tokenizer, pairs, batch_size=batch_size)
+        assert cached == pytest.approx(whole_sequences, abs=1e-5)
+        position = 0
+        for ends in endings:
+            a = cached[position : position + len(ends)]
+            b = whole_sequences[position : position + len(ends)]
+            assert a.index(max(a)) == b.index(max(b))
+            position += len(ends)
 
 
 def test_acc_norm_divides_by_characters_like_lm_evaluation_harness():
