@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from specialize.adapters.registry import register_finished
 from specialize.config import build_config
 from specialize.errors import TrainingError
 from specialize.train.config import RecipeConfig
@@ -68,6 +69,7 @@ def trained(tiny_model_dir, tmp_path_factory):
         patch.setenv("SPECIALIZE_HOME", str(folder / "home"))
         patch.setattr(vision, "build_vision_lm", spy)
         run = train(recipe(tiny_model_dir, folder), progress=False)
+        register_finished(run.path)  # as `specialize train` does: the caller registers
         registry_home = folder / "home"
     return run, built, registry_home
 
@@ -112,7 +114,7 @@ def test_adapter_carries_projector_and_registers(trained):
     spec = json.loads((adapter / "vision.json").read_text())
     assert spec["grid"] == 2 and spec["encoder"] == "efficientnet-lite0"
     record = run.record()
-    assert record["status"] == "finished" and record["adapter_name"]
+    assert record.status == "finished" and record.adapter_name
     assert (run.path / "report.html").is_file()
 
 
@@ -176,10 +178,11 @@ def client(trained, tiny_model_dir):
     run, _, home = trained
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SPECIALIZE_HOME", str(home))
-        name = run.record()["adapter_name"]
+        name = run.record().adapter_name
         host = ModelHost(str(tiny_model_dir), [name])
         limits = Limits(max_image_bytes=200_000, max_image_pixels=1_000_000)
-        yield TestClient(create_app(host=host, limits=limits)), name
+        # TestClient's Host is "testserver": the loopback Host check is tested in test_serve_load
+        yield TestClient(create_app(host=host, limits=limits, local_only=False)), name
 
 
 def image_request(model: str, url: str) -> dict:
@@ -256,7 +259,7 @@ def test_peft_export_carries_the_projector(trained, tmp_path):
     run, _, home = trained
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SPECIALIZE_HOME", str(home))
-        entry = adapters.get(run.record()["adapter_name"])
+        entry = adapters.get(run.record().adapter_name)
         out = export_peft(entry, tmp_path / "export")
     assert (out / "projector.safetensors").read_bytes() == (
         run.adapter / "projector.safetensors"
