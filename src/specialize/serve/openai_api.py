@@ -160,24 +160,12 @@ def add_openai_routes(app: FastAPI, host: ModelHost, limits: Limits) -> Engine:
         reply = await run_in_threadpool(
             _run, lambda: host.chat_with_images(name, messages, images, settings)
         )
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": name,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": reply.text},
-                    "finish_reason": reply.finish_reason,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": reply.prompt_tokens,
-                "completion_tokens": reply.completion_tokens,
-                "total_tokens": reply.prompt_tokens + reply.completion_tokens,
-            },
+        usage = {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
         }
+        return _chat_body(name, reply.text, reply.finish_reason, usage)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
@@ -453,19 +441,24 @@ def _usage(job: Job) -> dict:
 
 
 def _chat_response(job: Job) -> dict:
+    return _chat_body(job.adapter, job.text, job.finish_reason, _usage(job))
+
+
+def _chat_body(model: str, text: str, finish_reason: str, usage: dict) -> dict:
+    """A chat.completion in OpenAI's format."""
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": job.adapter,
+        "model": model,
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": job.text},
-                "finish_reason": job.finish_reason,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish_reason,
             }
         ],
-        "usage": _usage(job),
+        "usage": usage,
     }
 
 
