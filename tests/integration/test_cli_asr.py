@@ -136,6 +136,11 @@ def test_asr_run_directory_adapter_and_eval(trained) -> None:
     item = evaluation["items"][0]
     assert {"reference", "hypothesis", "base_hypothesis", "wer", "audio"} <= set(item)
     assert [p["step"] for p in record["speech_probe"]] == [2, 4]
+    # Each probed checkpoint carries its verdict, so the choice is the text recipes' one.
+    assert any("probe_general_wer" in m for m in metrics)
+    chosen = record["outcome"]["chosen"]
+    assert "within the retention budget" in chosen["why"], chosen
+    assert "general-speech WER" in chosen["why"] and chosen["probe"]["within_budget"]
     retention = json.loads((run / "speech_retention.json").read_text())
     assert len(retention["items"]) == 10 and retention["per_item_delta"]["n"] == 10
     assert record["outcome"]["retention"]["verdict"] in ("kept", "forgot")

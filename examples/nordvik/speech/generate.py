@@ -1,13 +1,15 @@
 """Synthesise Nordvik Bank's spoken customer questions with Debian's espeak-ng, offline and seeded.
 
-    python examples/nordvik/speech/generate.py [--seed 7] [--train 160] [--test 40] [--out DIR]
+    python examples/nordvik/speech/generate.py [--seed 7] [--train 160] [--test 40] [--general 60]
 
 Each utterance comes from a sentence template filled with the bank's words (Nordvik, Swish,
 BankID, Everyday account, Swedish names, amounts in kronor), is spoken by espeak-ng with a
 voice, speed and pitch drawn from the seed, and gets white noise at a seeded signal-to-noise
 ratio. Test utterances use templates never used in training and a voice (en-029, Caribbean
 English) that no training or validation utterance uses, so the test asks whether the model
-learnt the words rather than one voice or sentence. Writes train/val/test.jsonl (audio path
+learnt the words rather than one voice or sentence. `--general` training utterances read general
+English sentences in the training voices (replay, "kind": "general"), so the model keeps its
+everyday words while it learns the bank's. Writes train/val/test.jsonl (audio path
 + transcript) and the wav files under DIR (default: examples/nordvik/speech/data, not committed),
 and spoken_test.jsonl: the example's policy test questions, voiced, with their answers, for
 `specialize cascade` (speech model, then the text specialist, beside the typed questions).
@@ -46,6 +48,53 @@ TEMPLATES = [
     ("Does Nordvik let me use Swish and BankID abroad?", "test"),
     ("Transfer {amount} kronor to {name} from the {product}.", "test"),
 ]
+# General English read in the training voices: replay that keeps the model's everyday words while
+# it learns the bank's (as the text recipes replay the base's own answers). None of these is in
+# the general-speech retention suite (pocketsphinx-testdata), which stays unseen.
+GENERAL = [
+    "The birch canoe slid on the smooth planks.",
+    "Glue the sheet to the dark blue background.",
+    "It is easy to tell the depth of a well.",
+    "These days a chicken leg is a rare dish.",
+    "Rice is often served in round bowls.",
+    "The juice of lemons makes fine punch.",
+    "The box was thrown beside the parked truck.",
+    "Four hours of steady work faced us.",
+    "A large size in stockings is hard to sell.",
+    "The boy was there when the sun rose.",
+    "A rod is used to catch pink salmon.",
+    "The source of the huge river is the clear spring.",
+    "Kick the ball straight and follow through.",
+    "Help the woman get back to her feet.",
+    "A pot of tea helps to pass the evening.",
+    "Smoky fires lack flame and heat.",
+    "The soft cushion broke the man's fall.",
+    "The salt breeze came across from the sea.",
+    "The girl at the booth sold fifty bonds.",
+    "The small pup gnawed a hole in the sock.",
+    "The fish twisted and turned on the bent hook.",
+    "Press the pants and sew a button on the vest.",
+    "The swan dive was far short of perfect.",
+    "The beauty of the view stunned the young boy.",
+    "Two blue fish swam in the tank.",
+    "Her purse was full of useless trash.",
+    "The colt reared and threw the tall rider.",
+    "It snowed, rained, and hailed the same morning.",
+    "Read verse out loud for pleasure.",
+    "Hoist the load to your left shoulder.",
+    "Take the winding path to reach the lake.",
+    "Note closely the size of the gas tank.",
+    "Wipe the grease off his dirty face.",
+    "Mend the coat before you go out.",
+    "The wrist was badly strained and hung limp.",
+    "The stray cat gave birth to kittens.",
+    "The young girl gave no clear response.",
+    "The meal was cooked before the bell rang.",
+    "What joy there is in living.",
+    "A king ruled the state in the early days.",
+    "Nine of hearts, two of diamonds and the ace of spades.",
+    "She read the letter twice and then put it away.",
+]
 
 
 def fill(template: str, rng: random.Random) -> str:
@@ -70,8 +119,12 @@ def speak(text: str, voice: str, speed: int, pitch: int, out: Path, snr_db: floa
     soundfile.write(out, np.clip(clean + noise, -1, 1), rate, subtype="PCM_16")
 
 
-def generate(out: Path, *, seed: int, train: int, test: int, val_share: float = 0.15) -> dict:
-    """Write the wavs and train/val/test.jsonl under `out`; return the counts per split."""
+def generate(
+    out: Path, *, seed: int, train: int, test: int, general: int = 0, val_share: float = 0.15
+) -> dict:
+    """Write the wavs and train/val/test.jsonl under `out`; return the counts per split.
+
+    `general` training utterances read GENERAL sentences (marked "kind": "general")."""
     rng = random.Random(seed)
     noise_rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,8 +133,12 @@ def generate(out: Path, *, seed: int, train: int, test: int, val_share: float = 
     held_out = [t for t, use in TEMPLATES if use == "test"]
     rows: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
     plan = [("train", fit, TRAIN_VOICES)] * train + [("test", held_out, [TEST_VOICE])] * test
+    plan += [("general", GENERAL, TRAIN_VOICES)] * general
     for index, (split, templates, voices) in enumerate(plan):
-        if split == "train" and rng.random() < val_share:
+        kind = "general" if split == "general" else "domain"
+        if split == "general":
+            split = "train"  # replay only: never scored as the domain's test
+        elif split == "train" and rng.random() < val_share:
             split = "val"
         text = fill(rng.choice(templates), rng)
         voice = rng.choice(voices) + rng.choice(VARIANTS)
@@ -92,6 +149,7 @@ def generate(out: Path, *, seed: int, train: int, test: int, val_share: float = 
             {
                 "audio": f"audio/{path.name}",
                 "text": text,
+                "kind": kind,
                 "voice": voice,
                 "speed": speed,
                 "pitch": pitch,
@@ -136,6 +194,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--train", type=int, default=160, help="utterances for train + val")
     parser.add_argument("--test", type=int, default=40, help="held-out utterances (unseen voice)")
+    parser.add_argument(
+        "--general", type=int, default=60, help="training utterances of general English (replay)"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "data")
     parser.add_argument(
         "--questions",
@@ -144,7 +205,9 @@ def main() -> None:
         help="policy test questions voiced for `specialize cascade`",
     )
     args = parser.parse_args()
-    counts = generate(args.out, seed=args.seed, train=args.train, test=args.test)
+    counts = generate(
+        args.out, seed=args.seed, train=args.train, test=args.test, general=args.general
+    )
     counts["spoken_questions"] = spoken_questions(args.out, seed=args.seed, count=args.questions)
     print(f"wrote {counts} to {args.out}")
 

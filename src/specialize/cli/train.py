@@ -59,10 +59,28 @@ def register(app: typer.Typer) -> None:
                 f"held-out preference accuracy: {chosen['held_out_preference_accuracy']:.3f}"
             )
         retention = record.retention
-        if retention and "tasks" not in retention:
+        test_wer = outcome.get("test_wer")
+        if test_wer:  # a speech run: WER on its test split, base then tuned
+            console.print(
+                f"test WER: {_wer(test_wer['base'])} -> {_wer(test_wer['tuned'])}; {test_wer['verdict']}"
+            )
+        if retention and "wer_before" in retention:
+            delta = retention["per_item_delta"]
+            console.print(
+                f"retention ({retention['suite']}): {retention['verdict']}; WER "
+                f"{_wer(retention['wer_before'])} -> {_wer(retention['wer_after'])}, per-item "
+                f"change p={delta['p_value']:.2g} ({delta['test']})"
+            )
+        elif retention and "tasks" not in retention:
             console.print(f"retention: not measured ({retention.get('why', 'suite none')})")
         elif retention:
             deltas = ", ".join(
                 f"{name} {delta_text(row, ' pts')}" for name, row in retention["tasks"].items()
             )
             console.print(f"retention ({retention['suite']}): {retention['verdict']}; {deltas}")
+
+
+def _wer(summary: dict) -> str:
+    """'0.640 [0.545, 0.735] n=40' from a WER summary."""
+    low, high = summary["ci95"]
+    return f"{summary['mean']:.3f} [{low:.3f}, {high:.3f}] n={summary['n']}"

@@ -13,6 +13,7 @@ transcript) and speech_retention.json (general-speech WER before and after, pair
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from transformers import TrainerCallback
 
@@ -60,10 +61,13 @@ class SpeechCollator:
 
 
 class SpeechRetentionProbe(TrainerCallback):
-    """At each evaluation: WER on general real speech; stops training once it rose past the budget."""
+    """At each evaluation: WER on general real speech; stops training once it rose past the budget.
 
-    def __init__(self, processor, items, base_wer: float, budget_points: float | None):
-        self.processor, self.items = processor, items
+    Each checkpoint gets the probe's result in the text probe's file and shape, so `fit` chooses
+    the best checkpoint among those within budget exactly as for text recipes."""
+
+    def __init__(self, run: RunDir, processor, items, base_wer: float, budget_points: float | None):
+        self.run, self.processor, self.items = run, processor, items
         self.base_wer, self.budget_points = base_wer, budget_points
         self.history: list[dict] = []
         self.exceeded: str | None = None
@@ -78,15 +82,37 @@ class SpeechRetentionProbe(TrainerCallback):
         model.train(was_training)
         wer = result["summary"]["wer"]["mean"]
         rise = 100 * (wer - self.base_wer)
-        self.history.append({"step": state.global_step, "general_wer": wer, "rise_points": rise})
-        state.log_history.append({"step": state.global_step, "general_wer": wer})
+        over = self.budget_points is not None and rise > self.budget_points
+        self.history.append(
+            {
+                "step": state.global_step,
+                "general_wer": wer,
+                "rise_points": round(rise, 2),
+                "within_budget": not over,
+            }
+        )
+        self.run.append_metrics(
+            {"step": state.global_step, "probe_general_wer": wer, "probe_within_budget": not over}
+        )
         log.info("step %d: general-speech WER %.3f (%+.1f points)", state.global_step, wer, rise)
-        if self.budget_points is not None and rise > self.budget_points:
+        if over and self.exceeded is None:
             self.exceeded = (
                 f"general-speech WER rose {rise:.1f} points (budget {self.budget_points}) at step "
                 f"{state.global_step}"
             )
             control.should_training_stop = True
+
+    def on_save(self, args, state, control, **kwargs):
+        from specialize.train.retention import PROBE_FILE
+
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        last = self.history[-1] if self.history else None
+        if last is None or last["step"] != state.global_step or not checkpoint.is_dir():
+            return  # no probe at this step: the checkpoint cannot be shown to be within budget
+        atomic_write_json(
+            checkpoint / PROBE_FILE,
+            {**last, "core_lost_points": last["rise_points"], "measure": "general-speech WER"},
+        )
 
 
 def speech_rows(rows: list[dict], split: str) -> list[dict]:
@@ -144,7 +170,7 @@ def train_asr(
     if plan.has_validation and recipe.eval.patience is not None:
         early = EarlyStoppingCallback(recipe.eval.patience, recipe.eval.min_delta)
         callbacks.append(early)
-    probe = _retention_probe(recipe, speech) if plan.has_validation else None
+    probe = _retention_probe(recipe, run, speech) if plan.has_validation else None
     if probe is not None:
         callbacks.append(probe)
     from datasets import Dataset
@@ -165,7 +191,7 @@ def train_asr(
     for noisy in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(noisy)
     outcome = fit(
-        TrainerBundle(trainer, guard, early),
+        TrainerBundle(trainer, guard, early, probe),
         run,
         plan,
         speech.processor,
@@ -179,7 +205,7 @@ def train_asr(
     return outcome
 
 
-def _retention_probe(recipe: RecipeConfig, speech) -> SpeechRetentionProbe | None:
+def _retention_probe(recipe: RecipeConfig, run: RunDir, speech) -> SpeechRetentionProbe | None:
     """Return the general-speech probe when the recipe sets a retention budget."""
     if recipe.retention.suite == "none" or recipe.retention.budget_points is None:
         return None
@@ -188,7 +214,7 @@ def _retention_probe(recipe: RecipeConfig, speech) -> SpeechRetentionProbe | Non
     items = general_speech_items()
     base = evaluate_wer(speech, items)["summary"]["wer"]["mean"]
     log.info("general-speech WER of the base: %.3f (n=%d recordings)", base, len(items))
-    return SpeechRetentionProbe(speech.processor, items, base, recipe.retention.budget_points)
+    return SpeechRetentionProbe(run, speech.processor, items, base, recipe.retention.budget_points)
 
 
 def evaluate_after(recipe: RecipeConfig, run: RunDir, *, progress: bool = True) -> dict:

@@ -132,7 +132,7 @@ def choose_within_budget(run: RunDir, log_history: list[dict]) -> dict:
         step, loss, path, probe = min(with_loss, key=lambda c: c[1])
         why = (
             f"lowest validation loss ({loss:.4f}) among {len(candidates)} checkpoint(s) within the retention budget "
-            f"(core probe {probe['core_lost_points']:+.1f} points lost)"
+            f"({probe.get('measure', 'core probe')} {probe['core_lost_points']:+.1f} points worse)"
         )
     else:
         step, loss, path, probe = candidates[-1]
