@@ -101,6 +101,14 @@ def hub_setup(recipe: RecipeConfig, rows, device) -> VisionSetup:
     from specialize.models.loading import resolve_model
 
     path = resolve_model(recipe.model).path
+    own_only = recipe.vision.model_fields_set & {"grid", "pretrained_encoder"}
+    if own_only:
+        log.warning(
+            "vision.%s apply to the recipe's own encoder only; %s brings its vision tower "
+            "(remove them to silence this)",
+            " and vision.".join(sorted(own_only)),
+            path.name,
+        )
     model, processor = load_hub_vlm(path)
     lora = recipe.adaptation.lora
     projector = find_module(model, PROJECTOR_MODULES, "projector").rsplit(".", 1)[-1]

@@ -109,28 +109,29 @@ def test_stages_and_adapter_files(trained):
 
 def test_reloaded_adapter_answers_an_image_like_the_trained_model(trained, tiny_llava):
     from specialize.data.media import load_image
-    from specialize.models.hub_vlm import hub_answers, load_hub_adapter
+    from specialize.models.hub_vlm import chat_parts, encode, hub_answers, load_hub_adapter
 
     run, built, _ = trained
     model, processor = load_hub_adapter(str(tiny_llava), run.adapter)
     prompt = [
-        [
-            {
-                "role": "user",
-                "content": [{"type": "image"}, {"type": "text", "text": "Which card is this?"}],
-            }
-        ]
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which card?"}]}
     ]
-    picture = [
-        [
-            load_image(
-                str(CARDS / "images" / sorted(p.name for p in (CARDS / "images").iterdir())[0])
-            )
-        ]
-    ]
-    reloaded = hub_answers(model, processor, prompt, picture, max_new_tokens=6)
-    live = hub_answers(built["model"].eval(), processor, prompt, picture, max_new_tokens=6)
-    assert reloaded == live and reloaded[0]
+    picture = load_image(str(next(iter(sorted((CARDS / "images").glob("*.png"))))))
+    batch = encode(processor, chat_parts(prompt), [picture], generation=True)
+    outputs = []
+    for vlm in (model, built["model"].eval()):
+        with torch.no_grad():
+            outputs.append(vlm.generate(**batch, max_new_tokens=6, do_sample=False))
+    assert outputs[0].shape[1] > batch["input_ids"].shape[1]  # it answered
+    assert torch.equal(outputs[0], outputs[1])
+    with torch.no_grad():
+        logits = model(**batch).logits
+        with model.disable_adapter():
+            base = model(**batch).logits
+    assert not torch.allclose(logits, base)  # the adapter (LoRA + projector) changes the answer
+    assert hub_answers(model, processor, [prompt], [[picture]], max_new_tokens=6) == hub_answers(
+        built["model"], processor, [prompt], [[picture]], max_new_tokens=6
+    )
 
 
 def test_cli_eval_scores_the_hub_vlm_on_image_items(
