@@ -102,6 +102,9 @@ def test_stages_and_adapter_files(trained):
     assert (adapter / "processor_config.json").is_file() or (
         adapter / "preprocessor_config.json"
     ).is_file()
+    checkpoint = load_file(str(run.checkpoints / "checkpoint-4" / "trainable.safetensors"))
+    assert any("multi_modal_projector.modules_to_save" in k for k in checkpoint)  # resumable
+    assert any("lora_B" in k for k in checkpoint)
     record = run.record()
     assert record.status == "finished" and record.adapter_name
     assert (run.path / "report.html").is_file()
