@@ -36,16 +36,8 @@ def tiny_llava(tiny_model_dir, tmp_path_factory) -> Path:
     return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"), tiny_model_dir, seed=0)
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_llava, tmp_path_factory):
-    """Train once; keep the in-memory PEFT model (a spy on get_peft_model) and its start."""
-    import peft
-
-    from specialize.adapters.registry import register_finished
-    from specialize.train.run import train
-
-    folder = tmp_path_factory.mktemp("hub-vlm-run")
-    recipe = build_config(
+def hub_recipe(tiny_llava: Path, folder: Path) -> RecipeConfig:
+    return build_config(
         RecipeConfig,
         {
             "model": str(tiny_llava),
@@ -61,6 +53,18 @@ def trained(tiny_llava, tmp_path_factory):
             "output": {"dir": str(folder / "run")},
         },
     )
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_llava, tmp_path_factory):
+    """Train once; keep the in-memory PEFT model (a spy on get_peft_model) and its start."""
+    import peft
+
+    from specialize.adapters.registry import register_finished
+    from specialize.train.run import train
+
+    folder = tmp_path_factory.mktemp("hub-vlm-run")
+    recipe = hub_recipe(tiny_llava, folder)
     built = {}
     original = peft.get_peft_model
 
@@ -161,3 +165,34 @@ def test_cli_eval_scores_the_hub_vlm_on_image_items(
     assert set(report["summary"]) == {"tuned", "text_only", "blind"}
     assert all(s["n"] == 4 for s in report["summary"].values())
     assert all(isinstance(i["tuned"]["output"], str) for i in report["items"])
+
+
+class Killed(Exception):
+    """Stands for a kill right after a checkpoint was written."""
+
+
+def test_interrupted_hub_vlm_run_resumes_to_the_same_weights(
+    trained, tiny_llava, tmp_path, monkeypatch
+):
+    from specialize.train import vision as loop
+    from specialize.train.run import resume, train
+
+    reference, _, home = trained
+    monkeypatch.setenv("SPECIALIZE_HOME", str(home))
+    original = loop.save_checkpoint
+
+    def save_then_die(run, setup, state, *args):
+        original(run, setup, state, *args)
+        if state.step == 4:  # in the joint stage
+            raise Killed
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        train(hub_recipe(tiny_llava, tmp_path), progress=False)
+    monkeypatch.setattr(loop, "save_checkpoint", original)
+    run = resume(tmp_path / "run", progress=False)
+    ours = load_file(str(run.adapter / "adapter_model.safetensors"))
+    theirs = load_file(str(reference.adapter / "adapter_model.safetensors"))
+    assert set(ours) == set(theirs)
+    for key in theirs:
+        assert torch.allclose(ours[key], theirs[key], atol=1e-6, rtol=1e-5), key
