@@ -6,7 +6,10 @@ alignment (LM and LoRA frozen) -> stage 2, projector + LoRA -> the best weights 
 loss -> adapter dir with the PEFT files, projector.safetensors and vision.json.
 
 The loop is ours rather than TRL's: TRL's vision collator wants a hub processor, and ours is an
-encoder of a few lines, so a short loop is clearer than adapting one to the other.
+encoder of a few lines, so a short loop is clearer than adapting one to the other. It runs over a
+`VisionSetup`, so a hub VLM (train/hub_vision.py) shares it: stages, validation, checkpoints
+(projector + LoRA, the best weights, optimizer, scheduler, RNG, stage and step) and resume, which
+re-enters the stage and replays the batch order to end with the weights of an unbroken run.
 """
 
 from __future__ import annotations
