@@ -89,10 +89,8 @@ def evaluate_image_items(
     progress: bool = True,
 ) -> dict:
     """Score tuned, text-only and blind on the image items of `data`; write and return eval.json."""
-    from specialize.evaluate.runner import generate_batch
-    from specialize.models.generation import GenerationSettings
-    from specialize.models.loading import adapter_dir, load_model
-    from specialize.models.vision import generate_answers, load_vision_adapter
+    from specialize.models.hub_vlm import is_hub_adapter
+    from specialize.models.loading import adapter_dir
 
     items = load_image_items(data)
     if blind is not None:
@@ -108,8 +106,8 @@ def evaluate_image_items(
     else:
         blind_images = swapped_images(items)
     path = adapter_dir(adapter)
-    lm, tokenizer = load_model(model_ref, adapter=path)
-    vlm = load_vision_adapter(lm, tokenizer, path)
+    systems = _hub_systems if is_hub_adapter(path) else _own_systems
+    answer, text_only = systems(model_ref, path, max_new_tokens)
     prompts = [i["prompt"] for i in items]
     answers: dict[str, list[str]] = {}
     for system, images in (("tuned", [i["images"] for i in items]), ("blind", blind_images)):
@@ -117,16 +115,8 @@ def evaluate_image_items(
             [load_image(ref) for ref in refs]
             for refs in tqdm(images, desc=f"{system}: images", disable=not progress)
         ]
-        answers[system] = generate_answers(
-            vlm, tokenizer, prompts, pictures, max_new_tokens=max_new_tokens
-        )
-    with lm.disable_adapter():
-        answers["text_only"] = generate_batch(
-            lm,
-            tokenizer,
-            [_without_images(p) for p in prompts],
-            GenerationSettings(max_new_tokens=max_new_tokens),
-        )
+        answers[system] = answer(prompts, pictures)
+    answers["text_only"] = text_only([_without_images(p) for p in prompts])
     scores = {
         s: [contains(answers[s][k], i["answers"]) for k, i in enumerate(items)] for s in SYSTEMS
     }
@@ -160,6 +150,43 @@ def evaluate_image_items(
     }
     atomic_write_json(Path(out), report)
     return report
+
+
+def _own_systems(model_ref: str, path: Path, max_new_tokens: int):
+    """Our VLM: (answers with images, the base LM's answers to the text alone)."""
+    from specialize.evaluate.runner import generate_batch
+    from specialize.models.generation import GenerationSettings
+    from specialize.models.loading import load_model
+    from specialize.models.vision import generate_answers, load_vision_adapter
+
+    lm, tokenizer = load_model(model_ref, adapter=path)
+    vlm = load_vision_adapter(lm, tokenizer, path)
+
+    def answer(prompts, pictures):
+        return generate_answers(vlm, tokenizer, prompts, pictures, max_new_tokens=max_new_tokens)
+
+    def text_only(prompts):
+        with lm.disable_adapter():
+            settings = GenerationSettings(max_new_tokens=max_new_tokens)
+            return generate_batch(lm, tokenizer, prompts, settings)
+
+    return answer, text_only
+
+
+def _hub_systems(model_ref: str, path: Path, max_new_tokens: int):
+    """A hub VLM: (tuned answers with images, the untuned VLM's answers to the text alone)."""
+    from specialize.models.hub_vlm import hub_answers, load_hub_adapter
+
+    model, processor = load_hub_adapter(model_ref, path)
+
+    def answer(prompts, pictures):
+        return hub_answers(model, processor, prompts, pictures, max_new_tokens=max_new_tokens)
+
+    def text_only(prompts):
+        with model.disable_adapter():
+            return answer(prompts, [[] for _ in prompts])
+
+    return answer, text_only
 
 
 def _by_category(items: list[dict], scores: dict[str, list[float]]) -> dict:

@@ -75,9 +75,14 @@ def load_model(ref: str | ResolvedModel, *, dtype: Any = None, adapter: str | Pa
     import torch
     from transformers import AutoModelForCausalLM
 
+    from specialize.models.hub_vlm import is_hub_vlm
+
     resolved = ref if isinstance(ref, ResolvedModel) else resolve_model(ref)
     tokenizer = load_tokenizer(resolved)
-    model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dtype or torch.float32)
+    auto = AutoModelForCausalLM
+    if is_hub_vlm(resolved.path):  # text in, text out as well: retention, samples, text prompts
+        from transformers import AutoModelForImageTextToText as auto
+    model = auto.from_pretrained(resolved.path, dtype=dtype or torch.float32)
     if adapter is not None:
         model = attach_adapter(model, adapter)
         template = adapter_chat_template(adapter)

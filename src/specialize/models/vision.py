@@ -289,6 +289,12 @@ def load_vision_adapter(lm, tokenizer, adapter: str | Path) -> VisionLM:
     if not is_vision_adapter(adapter):
         raise ModelError(f"{adapter} has no vision.json", fix="point at a vision run's adapter dir")
     body = json.loads((adapter / "vision.json").read_text())
+    if body.get("kind") == "hub":
+        raise ModelError(
+            f"{adapter} adapts a hub vision-language model ({body.get('model_class')}); serving "
+            "and the ladder take only the recipe's own VLM so far",
+            fix="score it with `specialize eval --model BASE --adapter RUN --data FILE`",
+        )
     spec = VisionSpec(**{k: v for k, v in body.items() if k in VisionSpec.__dataclass_fields__})
     if spec.encoder != ENCODER:
         raise ModelError(f"unknown vision encoder {spec.encoder!r}", fix=f"use {ENCODER}")

@@ -228,7 +228,7 @@ class VisionSection(Config):
         2,
         ge=1,
         le=7,
-        description="The encoder's 7x7 feature map is pooled to grid x grid image tokens.",
+        description="The encoder's 7x7 feature map is pooled to grid x grid image tokens (own encoder).",
     )
     align_steps: int = Field(
         60, ge=0, description="Stage 1: steps that train only the projector (LM and LoRA frozen)."

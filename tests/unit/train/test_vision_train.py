@@ -338,3 +338,59 @@ def test_cli_train_refuses_image_rows_without_vision_in_one_line(tiny_model_dir,
     assert line.startswith("error: a training row has an image (")
     assert "train.jsonl:1) but the recipe has no vision block" in line
     assert "add `vision: {}` to an sft recipe" in line
+
+
+class Killed(Exception):
+    """Stands for a kill right after a checkpoint was written."""
+
+
+@pytest.mark.parametrize("kill_after", [2, 4])  # in the align stage; in the joint stage
+def test_interrupted_vision_run_resumes_to_the_same_weights(
+    trained, tiny_model_dir, tmp_path, cli, monkeypatch, kill_after
+):
+    from specialize.train import vision as loop
+    from specialize.train.run import train
+
+    reference, _, home = trained
+    monkeypatch.setenv("SPECIALIZE_HOME", str(home))
+    original = loop.save_checkpoint
+
+    def save_then_die(run, setup, state, *args):
+        original(run, setup, state, *args)
+        if state.step == kill_after:
+            raise Killed
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        train(recipe(tiny_model_dir, tmp_path), progress=False)
+    run_dir = tmp_path / "run"
+    assert not (run_dir / "adapter").exists()
+    saved = json.loads(
+        (run_dir / "checkpoints" / f"checkpoint-{kill_after}" / "trainer_state.json").read_text()
+    )
+    assert saved["global_step"] == kill_after
+    assert saved["stage"] == ("align" if kill_after <= 3 else "joint")
+    monkeypatch.setattr(loop, "save_checkpoint", original)
+
+    code, _, err = cli("train", "--resume", run_dir, "--no-progress")
+    assert code == 0, err
+    for name in ("adapter_model.safetensors", "projector.safetensors"):
+        ours, theirs = (
+            load_file(str(run_dir / "adapter" / name)),
+            load_file(str(reference.adapter / name)),
+        )
+        assert set(ours) == set(theirs) and ours
+        for key in theirs:
+            assert torch.allclose(ours[key], theirs[key], atol=1e-6, rtol=1e-5), (name, key)
+    resumed = [
+        (m["step"], m["stage"], m["loss"])
+        for m in json_lines(run_dir / "metrics.jsonl")
+        if "loss" in m
+    ]
+    expected = [(m["step"], m["stage"], m["loss"]) for m in reference.metrics() if "loss" in m]
+    assert [r[:2] for r in resumed] == [e[:2] for e in expected]
+    assert all(abs(r[2] - e[2]) < 1e-5 for r, e in zip(resumed, expected, strict=True))
+
+
+def json_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
