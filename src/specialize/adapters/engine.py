@@ -4,8 +4,10 @@ same forward passes: continuous batching over one loaded base model.
 A scheduler thread owns the model. Between decoding steps it admits queued requests (their
 prompts are prefilled together, left-padded, and their KV cache is joined to the running one),
 drops rows that finished or whose client went away, and trims cache columns no row needs. Each
-row names its adapter; PEFT's mixed-adapter batches (`adapter_names=[...]`, "__base__" for the
-base) apply every row's own LoRA weights in one forward. Each row has its own sampling settings
+row names its adapter; `batched_lora.BatchedLora` applies every row's own LoRA weights in one
+forward (every loaded adapter's A and B stacked per layer, grouped by adapter). Adapters it cannot
+take (DoRA and other variants, LoRA on embeddings, `modules_to_save`) make that step use PEFT's
+mixed-adapter batches (`adapter_names=[...]`) instead, which are slower but general. Each row has its own sampling settings
 (temperature, top_p, and a seeded `torch.Generator`) and stop conditions (max tokens, EOS, stop
 strings), and streams its own text as soon as it is safe to show (never half a stop string or
 half a UTF-8 character).
@@ -23,12 +25,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from specialize.adapters.batched_lora import PEFT_BASE
 from specialize.errors import ModelError, SpecializeError
 from specialize.models.generation import GenerationSettings
 
 log = logging.getLogger("specialize.engine")
 BASE = "base"
-PEFT_BASE = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
 
 
 class QueueFull(SpecializeError):
@@ -76,8 +78,12 @@ class Job:
 class Engine:
     """Owns a ModelHost's model from a scheduler thread and batches every request through it."""
 
-    def __init__(self, host, *, max_batch: int = 32, max_in_flight: int = 64):
+    def __init__(
+        self, host, *, max_batch: int = 32, max_in_flight: int = 64, lora_mode: str = "group"
+    ):
         self.host = host
+        self.lora_mode = lora_mode  # "group" or "gather": see adapters/batched_lora.py
+        self._lora = None  # (host revision, BatchedLora) of the adapters loaded now
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
         self.context = _context_length(host.model)
@@ -238,15 +244,32 @@ class Engine:
         self._retire([job for job in new if job.adapter not in names])
         return [job for job in new if job.adapter in names]
 
-    def _forward(self, jobs: list[Job], ids, mask, positions, cache):
-        import torch
+    def _rows(self, adapters: list[str]):
+        """The context in which one forward applies row i's adapter `adapters[i]`; it yields the
+        forward's extra keyword arguments."""
+        import contextlib
+
         from peft import PeftModel
 
+        from specialize.adapters.batched_lora import BatchedLora
+
         model = self.host.model
-        extra = {}
-        if isinstance(model, PeftModel):
-            extra["adapter_names"] = [PEFT_BASE if j.adapter == BASE else j.adapter for j in jobs]
-        with torch.inference_mode():
+        if not isinstance(model, PeftModel):
+            return contextlib.nullcontext({})
+        if self._lora is None or self._lora[0] != self.host.revision:
+            names = list(self.host.adapters)
+            self._lora = (self.host.revision, BatchedLora(model, names, self.lora_mode))
+        lora = self._lora[1]
+        if lora.supported(adapters):
+            return lora.rows(adapters)
+        names = [PEFT_BASE if name == BASE else name for name in adapters]
+        return contextlib.nullcontext({"adapter_names": names})
+
+    def _forward(self, jobs: list[Job], ids, mask, positions, cache):
+        import torch
+
+        model = self.host.model
+        with torch.inference_mode(), self._rows([j.adapter for j in jobs]) as extra:
             out = model(
                 input_ids=ids.to(model.device),
                 attention_mask=mask.to(model.device),
