@@ -130,7 +130,11 @@ def main() -> None:
                 started = time.perf_counter()
                 forward(kind, decode)
                 times.append(time.perf_counter() - started)
-            diff = "" if kind == "single" else f", max |logit diff| vs peft {(logits - reference).abs().max():.2e}"
+            diff = (
+                ""
+                if kind == "single"
+                else f", max |logit diff| vs peft {(logits - reference).abs().max():.2e}"
+            )
             print(
                 f"{'decode step' if decode else 'prefill'} {kind:7s}: median "
                 f"{statistics.median(times) * 1000:.1f} ms, min {min(times) * 1000:.1f} ms{diff}"

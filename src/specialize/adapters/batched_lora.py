@@ -5,17 +5,19 @@ index the rows of each, and run them through that adapter's two small matmuls. H
 per LoRA-wrapped linear layer, every loaded adapter's A and B are stacked once into
 `A: (slots, in, r_max)` and `B: (slots, r_max, out)`; slot 0 is all zeros and stands for the
 base, and so does the slot of an adapter that does not target that layer. A forward then runs
-the base layers alone (PEFT's adapters disabled) and a forward hook on each LoRA layer adds
-`x @ A[slot] @ B[slot] * scaling[slot]` for every row at once, gathered by slot (`gather`, two
-`bmm`), or grouped by adapter (`index_select`, one matmul pair per adapter present, `index_add_`).
+the base layers alone (PEFT's layers told every row is the base) and a forward hook on each LoRA
+layer adds `x @ A[slot] @ B[slot] * scaling[slot]` for every row at once, gathered by slot
+(`gather`: two `bmm`), or grouped by adapter (`group`: `index_select`, one matmul pair per adapter
+present, `index_add`).
 `benchmarks/lora_gather.py` times both on the served model's real shapes.
 
 Each adapter's scaling is PEFT's own (`lora_alpha / r`, or `lora_alpha / sqrt(r)` with rsLoRA), a
 smaller rank is padded with zero columns (adding exact zeros), and the products run in the same
 order as PEFT's (`B(A(x)) * scaling`), so answers equal the request served alone.
 
-What this does not cover, and where `supported()` says no so the caller keeps PEFT's path:
-DoRA and other LoRA variants (the magnitude vector needs the base weight's column norms per
+What this does not cover (`unsupported` names the reason; the engine runs such an adapter's rows
+in a forward of their own on PEFT's single-adapter path, since PEFT's mixed batches refuse DoRA
+too): DoRA and other LoRA variants (the magnitude vector needs the base weight's column norms per
 adapter), LoRA on embeddings or convolutions, adapters with `lora_bias`, and `modules_to_save`
 (whole layers an adapter replaces).
 """
@@ -51,6 +53,7 @@ class BatchedLora:
         self.names = list(names)
         self.slot = {name: index + 1 for index, name in enumerate(self.names)}
         self.unsupported = {name: why for name in self.names if (why := _unsupported(model, name))}
+        self.peft_layers = [module for module in model.modules() if _takes_adapter_names(module)]
         self.layers = [
             layer
             for module in model.modules()
@@ -62,7 +65,6 @@ class BatchedLora:
         return all(name not in self.unsupported for name in adapters)
 
     def _stack(self, module) -> _Layer | None:
-        import torch
 
         present = [n for n in self.names if n in module.lora_A and n not in self.unsupported]
         if not present:
@@ -83,19 +85,31 @@ class BatchedLora:
 
     @contextlib.contextmanager
     def rows(self, adapters: list[str]):
-        """Within the block, a forward of the model given the yielded keyword arguments applies
-        row i's adapter `adapters[i]` ("base", or any name without a slot: no adapter).
+        """Within the block, a forward of the model applies row i's adapter `adapters[i]`
+        ("base", or any name without a slot: no adapter). It yields the forward's extra keyword
+        arguments (none).
 
-        The arguments name PEFT's base ("__base__") for every row, so PEFT's own LoRA layers
-        return their base layer's output untouched, and the hooks add each row's update."""
+        A pre-forward hook on each of PEFT's layers names PEFT's base ("__base__") for every row,
+        so they return their base layer's output (whichever adapter is active), and a forward hook
+        on each stacked layer adds the rows' updates. Every hook is removed when the block ends,
+        also after an error. (PEFT's own `adapter_names=` argument is not used: PEFT 0.21 leaves its
+        hooks on the layers when a forward raises, and they then name stale rows in later forwards.)"""
         import torch
 
         slots = [self.slot.get(name, 0) for name in adapters]
         index = torch.tensor(slots, device=self.model.device)
         groups = {s: torch.tensor([i for i, x in enumerate(slots) if x == s]) for s in set(slots)}
         groups.pop(0, None)
+        base = [PEFT_BASE] * len(slots)
+
+        def base_only(module, args, kwargs):
+            kwargs["adapter_names"] = base
+            return args, kwargs
+
         handles = []
         try:
+            for module in self.peft_layers:
+                handles.append(module.register_forward_pre_hook(base_only, with_kwargs=True))
             for layer in self.layers:
                 if self.mode == "gather":
                     if not layer.slots.intersection(slots):
@@ -107,7 +121,7 @@ class BatchedLora:
                         continue
                     hook = _group_hook(layer, present, len(slots))
                 handles.append(layer.module.register_forward_hook(hook))
-            yield {"adapter_names": [PEFT_BASE] * len(slots)}
+            yield {}
         finally:
             for handle in handles:
                 handle.remove()
@@ -127,7 +141,6 @@ def _gather_hook(layer: _Layer, index):
 
 
 def _group_hook(layer: _Layer, groups: dict, batch: int):
-    import torch
 
     whole = {s for s, rows in groups.items() if len(rows) == batch}
 
@@ -142,6 +155,14 @@ def _group_hook(layer: _Layer, groups: dict, batch: int):
         return output
 
     return hook
+
+
+def _takes_adapter_names(module) -> bool:
+    """PEFT's layers that take `adapter_names` (LoRA layers, and wrappers of `modules_to_save`)."""
+    from peft.tuners.lora.layer import LoraLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    return isinstance(module, (LoraLayer, AuxiliaryTrainingWrapper))
 
 
 def _is_lora_linear(module) -> bool:
@@ -175,8 +196,6 @@ def _unsupported(model, name: str) -> str | None:
             continue
         if name in getattr(module, "lora_variant", {}):
             return "a LoRA variant"
-        if not _is_lora_linear(module) or not isinstance(
-            module.get_base_layer(), torch.nn.Linear
-        ):
+        if not _is_lora_linear(module) or not isinstance(module.get_base_layer(), torch.nn.Linear):
             return f"LoRA on a {type(module.get_base_layer()).__name__}"
     return None
