@@ -47,7 +47,8 @@ class ModelHost:
         self.format_warnings: dict[str, dict] = {}
         self.vision: dict = {}  # adapter name -> VisionLM (projector, spec) for image requests
         self._lock = threading.Lock()
-        self.revision = 0  # counts loads and unloads, so the engine knows when to restack LoRA weights
+        # counts loads and unloads, so the engine knows when to restack the LoRA weights
+        self.revision = 0
         for name in adapter_names:
             self.load(name)
 
