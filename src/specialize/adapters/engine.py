@@ -5,10 +5,10 @@ A scheduler thread owns the model. Between decoding steps it admits queued reque
 prompts are prefilled together, left-padded, and their KV cache is joined to the running one),
 drops rows that finished or whose client went away, and trims cache columns no row needs. Each
 row names its adapter; `batched_lora.BatchedLora` applies every row's own LoRA weights in one
-forward (every loaded adapter's A and B stacked per layer, grouped by adapter). Adapters it cannot
-take (DoRA and other variants, LoRA on embeddings, `modules_to_save`) make that step use PEFT's
-mixed-adapter batches (`adapter_names=[...]`) instead, which are slower but general. Each row has its own sampling settings
-(temperature, top_p, and a seeded `torch.Generator`) and stop conditions (max tokens, EOS, stop
+forward (every loaded adapter's A and B stacked per layer, grouped by adapter). The rows of an
+adapter it cannot take (DoRA and other variants, LoRA on embeddings, `modules_to_save`) get a
+forward of their own on PEFT's single-adapter path, on their rows of the cache (PEFT's mixed
+batches refuse DoRA). Each row has its own sampling settings (temperature, top_p, and a seeded `torch.Generator`) and stop conditions (max tokens, EOS, stop
 strings), and streams its own text as soon as it is safe to show (never half a stop string or
 half a UTF-8 character).
 
