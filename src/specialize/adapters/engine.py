@@ -4,9 +4,11 @@ same forward passes: continuous batching over one loaded base model.
 A scheduler thread owns the model. Between decoding steps it admits queued requests (their
 prompts are prefilled together, left-padded, and their KV cache is joined to the running one),
 drops rows that finished or whose client went away, and trims cache columns no row needs. Each
-row names its adapter; PEFT's mixed-adapter batches (`adapter_names=[...]`, "__base__" for the
-base) apply every row's own LoRA weights in one forward. Each row has its own sampling settings
-(temperature, top_p, and a seeded `torch.Generator`) and stop conditions (max tokens, EOS, stop
+row names its adapter; `batched_lora.BatchedLora` applies every row's own LoRA weights in one
+forward (every loaded adapter's A and B stacked per layer, grouped by adapter). The rows of an
+adapter it cannot take (DoRA and other variants, LoRA on embeddings, `modules_to_save`) get a
+forward of their own on PEFT's single-adapter path, on their rows of the cache (PEFT's mixed
+batches refuse DoRA). Each row has its own sampling settings (temperature, top_p, and a seeded `torch.Generator`) and stop conditions (max tokens, EOS, stop
 strings), and streams its own text as soon as it is safe to show (never half a stop string or
 half a UTF-8 character).
 
@@ -17,6 +19,7 @@ compares them, row by row, on mixed batches of prompts of different lengths.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -28,7 +31,6 @@ from specialize.models.generation import GenerationSettings
 
 log = logging.getLogger("specialize.engine")
 BASE = "base"
-PEFT_BASE = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
 
 
 class QueueFull(SpecializeError):
@@ -76,8 +78,12 @@ class Job:
 class Engine:
     """Owns a ModelHost's model from a scheduler thread and batches every request through it."""
 
-    def __init__(self, host, *, max_batch: int = 32, max_in_flight: int = 64):
+    def __init__(
+        self, host, *, max_batch: int = 32, max_in_flight: int = 64, lora_mode: str = "group"
+    ):
         self.host = host
+        self.lora_mode = lora_mode  # "group" or "gather": see adapters/batched_lora.py
+        self._lora = None  # (host revision, BatchedLora) of the adapters loaded now
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
         self.context = _context_length(host.model)
@@ -238,15 +244,62 @@ class Engine:
         self._retire([job for job in new if job.adapter not in names])
         return [job for job in new if job.adapter in names]
 
-    def _forward(self, jobs: list[Job], ids, mask, positions, cache):
-        import torch
+    def _groups(self, adapters: list[str]) -> list[tuple[list[int], Callable]]:
+        """The rows of one forward, split into the groups that can share a forward: (rows, a
+        function giving the context that applies their adapters and yields the forward's extra
+        keyword arguments). Normally one group: the base and every adapter on the stacked path.
+        An adapter the stacked path cannot take (DoRA, ...) gets its own group on PEFT's single
+        adapter path (PEFT's mixed batches refuse DoRA too)."""
         from peft import PeftModel
 
+        from specialize.adapters.batched_lora import BatchedLora
+
         model = self.host.model
-        extra = {}
-        if isinstance(model, PeftModel):
-            extra["adapter_names"] = [PEFT_BASE if j.adapter == BASE else j.adapter for j in jobs]
-        with torch.inference_mode():
+        every = list(range(len(adapters)))
+        if not isinstance(model, PeftModel):
+            return [(every, lambda: contextlib.nullcontext({}))]
+        if self._lora is None or self._lora[0] != self.host.revision:
+            names = list(self.host.adapters)
+            self._lora = (self.host.revision, BatchedLora(model, names, self.lora_mode))
+        lora = self._lora[1]
+        stacked = [row for row in every if adapters[row] not in lora.unsupported]
+        groups = []
+        if stacked:
+            names = [adapters[row] for row in stacked]
+            groups.append((stacked, lambda: lora.rows(names)))
+        for name in dict.fromkeys(adapters[row] for row in every if row not in stacked):
+            rows = [row for row in every if adapters[row] == name]
+            groups.append((rows, lambda name=name: _single(model, name)))
+        return groups
+
+    def _forward(self, jobs: list[Job], ids, mask, positions, cache):
+        """One forward of these rows; returns each row's last logits and the updated cache."""
+        import torch
+
+        groups = self._groups([j.adapter for j in jobs])
+        if len(groups) == 1:
+            return self._forward_rows(groups[0][1], ids, mask, positions, cache)
+        parts, order = [], []
+        for rows, rows_context in groups:  # each group on its own rows of the cache
+            index = torch.tensor(rows)
+            part = _select_rows(cache, index)
+            parts.append(
+                self._forward_rows(rows_context, ids[index], mask[index], positions[index], part)
+            )
+            order += rows
+        back = torch.argsort(torch.tensor(order))  # from group order back to row order
+        logits = torch.cat([part[0] for part in parts])[back]
+        merged = parts[0][1]
+        for layer, *others in zip(merged.layers, *(p[1].layers for p in parts[1:]), strict=True):
+            layer.keys = torch.cat([layer.keys, *(o.keys for o in others)])[back]
+            layer.values = torch.cat([layer.values, *(o.values for o in others)])[back]
+        return logits, merged
+
+    def _forward_rows(self, rows_context, ids, mask, positions, cache):
+        import torch
+
+        model = self.host.model
+        with torch.inference_mode(), rows_context() as extra:
             out = model(
                 input_ids=ids.to(model.device),
                 attention_mask=mask.to(model.device),
@@ -341,6 +394,24 @@ class Engine:
             layer.keys = layer.keys[index, :, first:, :]
             layer.values = layer.values[index, :, first:, :]
         self._batch = (cache, mask)
+
+
+@contextlib.contextmanager
+def _single(model, name: str):
+    """PEFT's ordinary path with one adapter active for every row of the forward."""
+    model.set_adapter(name)
+    yield {}
+
+
+def _select_rows(cache, index):
+    """A new cache with only these rows (empty when the cache is: a prefill)."""
+    from transformers import DynamicCache
+
+    part = DynamicCache()
+    for number, layer in enumerate(getattr(cache, "layers", [])):
+        if getattr(layer, "keys", None) is not None and layer.keys.numel():
+            part.update(layer.keys[index], layer.values[index], number)
+    return part
 
 
 def _join(running, new):

@@ -47,6 +47,8 @@ class ModelHost:
         self.format_warnings: dict[str, dict] = {}
         self.vision: dict = {}  # adapter name -> VisionLM (projector, spec) for image requests
         self._lock = threading.Lock()
+        # counts loads and unloads, so the engine knows when to restack the LoRA weights
+        self.revision = 0
         for name in adapter_names:
             self.load(name)
 
@@ -79,6 +81,7 @@ class ModelHost:
                 self.model = PeftModel.from_pretrained(self.model, entry["path"], adapter_name=name)
             self.model.eval()
             self.adapters[name] = entry
+            self.revision += 1
             self.formats[name] = training_format(entry["path"], self.model_ref)
             self._load_vision(name, entry["path"])
         return entry
@@ -105,6 +108,7 @@ class ModelHost:
                 self.model.set_adapter(others[0])  # PEFT cannot delete the active adapter
             self.model.delete_adapter(name)
             del self.adapters[name]
+            self.revision += 1
             self.formats.pop(name, None)
             self.format_warnings.pop(name, None)
             self.vision.pop(name, None)

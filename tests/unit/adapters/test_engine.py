@@ -22,13 +22,22 @@ PROMPTS = [
 ]
 
 
-def random_adapter(model_dir, folder, seed, targets):
+# each adapter: its target modules and LoRA settings (ranks, alphas and rsLoRA differ, so the
+# stacked path must pad ranks and keep each adapter's own scaling)
+LORA = {
+    "creative": ("all-linear", {"r": 4, "lora_alpha": 16}),
+    "terse": (["q_proj", "v_proj"], {"r": 8, "lora_alpha": 8, "use_rslora": True}),
+    "formal": (["o_proj", "down_proj"], {"r": 2, "lora_alpha": 6}),
+}
+
+
+def random_adapter(model_dir, folder, seed, targets, **settings):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    config = LoraConfig(r=4, lora_alpha=16, target_modules=targets, init_lora_weights=False)
+    config = LoraConfig(target_modules=targets, init_lora_weights=False, **settings)
     get_peft_model(model, config).save_pretrained(folder)
 
 
@@ -42,13 +51,21 @@ def engine(tmp_path_factory, tiny_model_dir):
     old = os.environ.get("SPECIALIZE_HOME")
     os.environ["SPECIALIZE_HOME"] = str(home)
     try:
-        for seed, (name, targets) in enumerate(
-            zip(
-                ADAPTERS, ("all-linear", ["q_proj", "v_proj"], ["o_proj", "down_proj"]), strict=True
-            )
-        ):
-            random_adapter(tiny_model_dir, home / name, seed, targets)
+        for seed, name in enumerate(ADAPTERS):
+            targets, settings = LORA[name]
+            random_adapter(tiny_model_dir, home / name, seed, targets, **settings)
             registry.register(name, home / name, base_model=str(tiny_model_dir))
+        # a DoRA adapter, registered but loaded only by the test of PEFT's fallback path
+        random_adapter(
+            tiny_model_dir,
+            home / "dora",
+            9,
+            ["q_proj", "up_proj"],
+            r=4,
+            lora_alpha=8,
+            use_dora=True,
+        )
+        registry.register("dora", home / "dora", base_model=str(tiny_model_dir))
         host = ModelHost(str(tiny_model_dir), list(ADAPTERS))
     finally:
         os.environ.pop("SPECIALIZE_HOME") if old is None else os.environ.update(SPECIALIZE_HOME=old)
@@ -172,6 +189,11 @@ def test_a_failing_step_fails_its_rows_and_the_engine_keeps_serving(engine):
     engine.submit(bad)
     assert done.wait(10) and errors[0].kind == "error"
     assert engine.run(job(engine, "base", PROMPTS[1])).finish_reason == "length"
+    # no hook of the failed forward is left behind: the host's one-request path still works
+    reply = engine.host.chat(
+        "terse", [{"role": "user", "content": PROMPTS[1]}], GenerationSettings(max_new_tokens=4)
+    )
+    assert reply.completion_tokens == 4
 
 
 def test_unloading_an_adapter_fails_only_its_running_rows(engine, monkeypatch):
@@ -190,3 +212,68 @@ def test_unloading_an_adapter_fails_only_its_running_rows(engine, monkeypatch):
     assert registry.get("formal")["name"] == "formal"
     engine.host.load("formal")
     assert engine.run(job(engine, "formal", PROMPTS[0])).finish_reason == "length"
+
+
+def test_stacked_lora_equals_peft_mixed_batches_in_both_modes(engine):
+    """One forward of a mixed, left-padded batch: the stacked path (gather + bmm, and grouped by
+    adapter) gives PEFT's own logits, row by row, for adapters of different ranks and targets."""
+    from specialize.adapters.batched_lora import BatchedLora
+
+    host, tokenizer = engine.host, engine.host.tokenizer
+    rows = ["base", *ADAPTERS, "terse", "creative", "base", "formal"]
+    prompts = [
+        render_prompt_ids(tokenizer, [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}])
+        for i in range(len(rows))
+    ]
+    width = max(map(len, prompts))
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt) :], mask[row, width - len(prompt) :] = torch.tensor(prompt), 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+
+    def logits(**extra):
+        with torch.inference_mode():
+            out = host.model(input_ids=ids, attention_mask=mask, position_ids=positions, **extra)
+        return out.logits[mask.bool()]  # the prompt tokens' logits, padding left out
+
+    with host._lock:  # the engine's thread must not step while this test uses the model
+        peft = logits(adapter_names=["__base__" if r == "base" else r for r in rows])
+        for mode in ("gather", "group"):
+            lora = BatchedLora(host.model, list(ADAPTERS), mode)
+            assert lora.supported(rows) and not lora.unsupported
+            # creative targets every linear layer; the others add to the same layers' stacks
+            assert len(lora.layers) == 2 * 7
+            assert lora.layers[0].a.shape[0] == len(ADAPTERS) + 1  # a zero slot for the base
+            assert (
+                max(layer.a.shape[2] for layer in lora.layers) == 8
+            )  # ranks padded to the largest
+            with lora.rows(rows) as extra:
+                stacked = logits(**extra)
+            torch.testing.assert_close(stacked, peft, rtol=1e-5, atol=1e-5)
+        # the hooks are gone after the block: PEFT's own path is untouched
+        torch.testing.assert_close(
+            logits(adapter_names=["__base__" if r == "base" else r for r in rows]), peft
+        )
+
+
+def test_dora_rows_fall_back_to_peft_and_still_answer_as_alone(engine, monkeypatch):
+    from specialize.adapters import registry
+
+    monkeypatch.setenv("SPECIALIZE_HOME", str(Path(engine.host.adapters["terse"]["path"]).parent))
+    engine.host.load("dora")
+    try:
+        alone = {m: engine.run(job(engine, m, PROMPTS[2])).generated for m in ("dora", "terse")}
+        assert engine._lora[1].unsupported == {"dora": "DoRA"}
+        assert not engine._lora[1].supported(["base", "dora"])
+        assert engine._lora[1].supported(["base", "terse"])
+        reply = engine.host.chat(
+            "dora", [{"role": "user", "content": PROMPTS[2]}], GenerationSettings(max_new_tokens=10)
+        )
+        assert reply.text == engine.host.tokenizer.decode(alone["dora"], skip_special_tokens=True)
+        together = [engine.submit(job(engine, m, PROMPTS[2])) for m in ("dora", "terse", "dora")]
+        assert wait_idle(engine) == 0
+        assert [j.generated for j in together] == [alone["dora"], alone["terse"], alone["dora"]]
+    finally:
+        engine.host.unload("dora")
+    assert registry.get("dora")["name"] == "dora"
