@@ -319,3 +319,87 @@ def test_cascade_scores_spoken_beside_typed(
         item["transcript"], str
     )
     assert "question WER" in out and "typed" in out
+
+
+def test_eval_scores_a_speech_adapter_beside_its_base(
+    trained, cli, tiny_whisper: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("SPECIALIZE_HOME", str(trained["home"]))
+    test_split = trained["prepared"] / "test.jsonl"
+    out = tmp_path / "eval.json"
+    # The base comes from the run's own recipe; --model is not needed.
+    code, stdout, err = cli("eval", "--adapter", trained["run"], "--data", test_split, "--out", out)
+    assert code == 0, err
+    report = json.loads(out.read_text())
+    assert report["metric"] == "wer" and report["model"] == str(tiny_whisper)
+    for system in ("base", "tuned"):
+        wer = report["summary"][system]["wer"]
+        assert wer["n"] == 3 and wer["ci95"][0] <= wer["mean"] <= wer["ci95"][1]
+    change = report["summary"]["change"]
+    assert change["per_item_delta"]["n"] == 3 and change["corpus_delta"]["n"] == 3
+    tuned, base = report["summary"]["tuned"]["wer"], report["summary"]["base"]["wer"]
+    assert math.isclose(change["corpus_delta"]["delta"], tuned["mean"] - base["mean"])
+    assert len(report["items"]) == 3
+    assert {"reference", "hypothesis", "base_hypothesis", "wer", "base_wer"} <= set(
+        report["items"][0]
+    )
+    # The same numbers as the training run's own eval.json (same items, same greedy decoding).
+    trained_eval = json.loads((trained["run"] / "eval.json").read_text())
+    assert [i["hypothesis"] for i in trained_eval["items"]] == [
+        i["hypothesis"] for i in report["items"]
+    ]
+    assert "WER" in stdout and "paired bootstrap" in stdout and "significant" in stdout
+
+    # By its registered name, as JSON.
+    name = json.loads((trained["run"] / "run.json").read_text())["adapter_name"]
+    code, stdout, err = cli(
+        "eval", "--adapter", name, "--data", test_split, "--out", tmp_path / "e2.json", "--json"
+    )
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["summary"]["tuned"]["wer"] == tuned and "items" not in summary
+
+
+def test_eval_scores_the_base_speech_model_alone(
+    cli, tiny_whisper: Path, trained, tmp_path
+) -> None:
+    out = tmp_path / "eval.json"
+    code, stdout, err = cli(
+        "eval", "--model", tiny_whisper, "--data", trained["prepared"] / "test.jsonl", "--out", out
+    )
+    assert code == 0, err
+    report = json.loads(out.read_text())
+    assert set(report["summary"]) == {"base"} and report["summary"]["base"]["wer"]["n"] == 3
+    assert all("hypothesis" in item for item in report["items"])
+
+
+def test_eval_names_rows_a_speech_model_cannot_score(
+    cli, tiny_whisper: Path, tiny_model_dir: Path, trained, tmp_path: Path
+) -> None:
+    typed = tmp_path / "typed.jsonl"
+    typed.write_text(json.dumps({"question": "Opening hours?", "answer": "Nine to five"}) + "\n")
+    code, _, err = cli("eval", "--model", tiny_whisper, "--data", typed)
+    assert code != 0 and "typed.jsonl:1" in err and "audio" in err
+    assert len(err.strip().splitlines()) <= 4 and "Traceback" not in err
+
+    rows = [
+        json.loads(line) for line in (trained["prepared"] / "test.jsonl").read_text().splitlines()
+    ]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(
+        json.dumps({"audio": rows[0]["audio"], "text": rows[0]["text"]})
+        + "\n"
+        + json.dumps({"audio": "gone.wav", "text": "where did it go"})
+        + "\n"
+        + json.dumps({"audio": rows[1]["audio"], "text": ""})
+        + "\n"
+    )
+    code, _, err = cli("eval", "--adapter", trained["run"], "--data", broken)
+    assert code != 0 and "broken.jsonl:2" in err and "broken.jsonl:3" in err
+    code, _, err = cli("eval", "--model", tiny_whisper, "--suite", "core")
+    assert code != 0 and "--data" in err
+    # Spoken rows given to a text model: named, with the models that score them.
+    code, _, err = cli(
+        "eval", "--model", tiny_model_dir, "--data", trained["prepared"] / "test.jsonl"
+    )
+    assert code != 0 and "test.jsonl:1" in err and "is a text model" in err and "cascade" in err

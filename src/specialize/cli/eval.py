@@ -71,11 +71,14 @@ def register(app: typer.Typer) -> None:
             base = model or registered_base or _speech_base(adapter)
             report = _speech_eval(base, adapter, data, out, progress)
             if as_json:
-                print_json(console, _summaries(report, out))
+                slim = {k: v for k, v in report.items() if k != "items"}
+                print_json(console, {**slim, "eval_json": str(out)})
             else:
                 _print_speech(report, out)
             return
         model = model or DEFAULT_MODEL
+        if data is not None:
+            _refuse_speech_rows(data, model)
         if adapter is not None and data is not None and _is_vision(adapter):
             _image_eval(model, adapter, data, blind, out, progress)
             if suite is None:
@@ -116,6 +119,24 @@ def _registered(adapter: Path | None) -> tuple[Path | None, str | None]:
     if entry is None:
         return adapter, None  # the loaders name the missing path
     return Path(entry["path"]), entry["base_model"]
+
+
+def _refuse_speech_rows(data: Path, model: str) -> None:
+    """Spoken rows (audio + transcript) given to a text model: say which model scores them."""
+    from specialize.data.formats import read_rows
+    from specialize.data.records import detect_kind
+    from specialize.errors import DataError
+
+    if not data.is_file():
+        return  # the loader names the missing file
+    first = next(iter(read_rows(data)), None)
+    if first is not None and not first.problem and detect_kind(first.value) == "speech":
+        raise DataError(
+            f"a speech row (audio + transcript), but {model} is a text model",
+            where=first.where,
+            fix="score recordings with --model whisper-tiny-en or --adapter SPEECH_RUN; spoken "
+            "questions with typed answers go through `specialize cascade`",
+        )
 
 
 def _is_speech(model: str | None, adapter: Path | None) -> bool:
