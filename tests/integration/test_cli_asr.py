@@ -403,3 +403,101 @@ def test_eval_names_rows_a_speech_model_cannot_score(
         "eval", "--model", tiny_model_dir, "--data", trained["prepared"] / "test.jsonl"
     )
     assert code != 0 and "test.jsonl:1" in err and "is a text model" in err and "cascade" in err
+
+
+@pytest.fixture(scope="module")
+def main_server(trained, tiny_whisper: Path, tiny_model_dir: Path, tmp_path_factory):
+    """`specialize serve` in its own process: the tiny text model, plus speech (the trained
+    adapter by NAME=RUN, its base from the run's recipe) on /v1/audio/transcriptions."""
+    import os
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tmp_path_factory.mktemp("main-serve")
+    command = [
+        *(sys.executable, "-m", "specialize.cli.main", "serve", "--model", str(tiny_model_dir)),
+        *("--speech-adapter", f"nordvik={trained['run']}", "--api-key", "k"),
+        *("--port", str(port), "--max-audio-mb", "1.5", "--max-audio-seconds", "25"),
+    ]
+    env = os.environ | {"SPECIALIZE_HOME": str(folder / "home"), "HF_HUB_OFFLINE": "1"}
+    with (folder / "serve.log").open("w") as log:
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                break
+        except OSError:
+            assert server.poll() is None, (folder / "serve.log").read_text()
+            assert time.monotonic() < deadline, (folder / "serve.log").read_text()
+            time.sleep(0.3)
+    yield f"http://127.0.0.1:{port}/v1", folder / "serve.log"
+    server.terminate()
+    server.wait(15)
+
+
+def test_main_serve_hosts_text_and_speech_behind_one_key(main_server, speech_data: Path) -> None:
+    import openai
+
+    url, log = main_server
+    client = openai.OpenAI(base_url=url, api_key="k", max_retries=0)
+    chat = client.chat.completions.create(
+        model="base", messages=[{"role": "user", "content": "Hi"}], max_tokens=3
+    )
+    assert chat.choices[0].message.content is not None
+    wav = sorted((speech_data / "data" / "audio").glob("test-*.wav"))[0]
+    for model in ("base", "nordvik"):
+        with open(wav, "rb") as handle:
+            result = client.audio.transcriptions.create(
+                model=model, file=handle, response_format="verbose_json"
+            )
+        assert isinstance(result.text, str) and result.duration > 0.5, model
+    wrong = openai.OpenAI(base_url=url, api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError), open(wav, "rb") as handle:
+        wrong.audio.transcriptions.create(model="base", file=handle)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.chat.completions.create(model="base", messages=[{"role": "user", "content": "Hi"}])
+
+
+def test_main_serve_audio_route_has_its_own_size_and_duration_limits(
+    main_server, tmp_path: Path
+) -> None:
+    import openai
+
+    url, log = main_server
+    client = openai.OpenAI(base_url=url, api_key="k", max_retries=0)
+    # 1.28 MB of audio (20 s, float32): over the JSON routes' 1 MB, under the audio route's 1.5 MiB.
+    tone = np.sin(np.linspace(0, 20 * 2 * np.pi * 220, 16000 * 20)).astype(np.float32) * 0.2
+    soundfile.write(tmp_path / "twenty.wav", tone, 16000, subtype="FLOAT")
+    assert 1_000_000 < (tmp_path / "twenty.wav").stat().st_size < 1.5 * 2**20
+    with open(tmp_path / "twenty.wav", "rb") as handle:
+        assert isinstance(client.audio.transcriptions.create(model="base", file=handle).text, str)
+    # The JSON routes keep their 1 MB limit.
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(
+            model="base", messages=[{"role": "user", "content": "x" * 1_100_000}], max_tokens=1
+        )
+    assert caught.value.status_code == 413
+    # 13 s (under the 25 s limit) in float64: 1.66 MB, over 1.5 MiB.
+    soundfile.write(tmp_path / "big.wav", tone[: 16000 * 13], 16000, subtype="DOUBLE")
+    soundfile.write(tmp_path / "long.wav", np.tile(tone, 2)[: 16000 * 30], 16000)  # 0.96 MB, 30 s
+    (tmp_path / "notes.wav").write_text("not a recording")
+    cases = (("big.wav", 413, "bytes"), ("long.wav", 413, "25 s"), ("notes.wav", 400, "readable"))
+    for name, status, words in cases:
+        with pytest.raises(openai.APIStatusError) as caught, open(tmp_path / name, "rb") as handle:
+            client.audio.transcriptions.create(model="base", file=handle)
+        assert caught.value.status_code == status, (name, caught.value.message)
+        assert words in caught.value.message, (name, caught.value.message)
+    with pytest.raises(openai.NotFoundError), open(tmp_path / "long.wav", "rb") as handle:
+        client.audio.transcriptions.create(model="nobody", file=handle)
+
+
+def test_main_serve_refuses_a_text_adapter_as_speech(cli, trained, tiny_model_dir) -> None:
+    code, _, err = cli(
+        "serve", "--model", tiny_model_dir, "--speech-adapter", f"x={tiny_model_dir}"
+    )
+    assert code != 0 and "not a speech adapter" in err
