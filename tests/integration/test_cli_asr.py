@@ -501,3 +501,35 @@ def test_main_serve_refuses_a_text_adapter_as_speech(cli, trained, tiny_model_di
         "serve", "--model", tiny_model_dir, "--speech-adapter", f"x={tiny_model_dir}"
     )
     assert code != 0 and "not a speech adapter" in err
+
+
+def test_ladder_climbs_on_spoken_questions(
+    cli, tiny_whisper: Path, tiny_model_dir: Path, speech_data: Path, tmp_path: Path
+) -> None:
+    spoken = speech_data / "data" / "spoken_test.jsonl"
+    config = {
+        "model": str(tiny_model_dir),
+        "tasks": [{"name": "policy", "data": str(spoken), "max_new_tokens": 4}],
+        "rungs": ["base"],
+        "speech": {"model": str(tiny_whisper)},
+    }
+    (tmp_path / "ladder.yaml").write_text(yaml.safe_dump(config))
+    code, out, err = cli("ladder", tmp_path / "ladder.yaml", "--out", tmp_path / "ladder")
+    assert code == 0, err
+    report = json.loads((tmp_path / "ladder" / "ladder.json").read_text())
+    wer = report["speech"]["question_wer"]["policy"]
+    assert wer["n"] == 2 and wer["ci95"][0] <= wer["mean"] <= wer["ci95"][1]
+    assert report["tasks"]["policy"]["rungs"]["base"]["score"]["n"] == 2
+    # The rung was asked what the speech model heard, not the typed question.
+    rung = json.loads((tmp_path / "ladder" / "rungs" / "base" / "eval.json").read_text())
+    asked = [row["prompt"][-1]["content"] for row in rung["tasks"]["policy"]["items"]]
+    typed = [json.loads(line)["messages"][1]["content"] for line in spoken.read_text().splitlines()]
+    assert asked != typed and "question WER" in out
+
+    # Rows without recordings are named.
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"question": "Opening hours?", "answer": "nine"}) + "\n")
+    config["tasks"][0]["data"] = str(plain)
+    (tmp_path / "ladder.yaml").write_text(yaml.safe_dump(config))
+    code, _, err = cli("ladder", tmp_path / "ladder.yaml", "--out", tmp_path / "ladder2")
+    assert code != 0 and "no 'audio' field" in err and "plain.jsonl" in err
