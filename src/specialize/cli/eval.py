@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
             else:
                 _print_speech(report, out)
             return
-        model = model or DEFAULT_MODEL
+        model = model or registered_base or DEFAULT_MODEL
         if data is not None:
             _refuse_speech_rows(data, model)
         if adapter is not None and data is not None and _is_vision(adapter):
