@@ -335,6 +335,8 @@ class LadderRecord(Artifact):
     adapters: dict = dataclasses.field(default_factory=dict)
     # The skew check per tuned rung: its requests' layout against the adapter's training rows.
     prompt_format: dict = dataclasses.field(default_factory=dict)
+    # Spoken questions (`speech:` in the config): the speech model and each task's question WER.
+    speech: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

@@ -324,3 +324,217 @@ def test_cascade_scores_spoken_beside_typed(
         item["transcript"], str
     )
     assert "question WER" in out and "typed" in out
+
+
+def test_eval_scores_a_speech_adapter_beside_its_base(
+    trained, cli, tiny_whisper: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("SPECIALIZE_HOME", str(trained["home"]))
+    test_split = trained["prepared"] / "test.jsonl"
+    out = tmp_path / "eval.json"
+    # The base comes from the run's own recipe; --model is not needed.
+    code, stdout, err = cli("eval", "--adapter", trained["run"], "--data", test_split, "--out", out)
+    assert code == 0, err
+    report = json.loads(out.read_text())
+    assert report["metric"] == "wer" and report["model"] == str(tiny_whisper)
+    for system in ("base", "tuned"):
+        wer = report["summary"][system]["wer"]
+        assert wer["n"] == 3 and wer["ci95"][0] <= wer["mean"] <= wer["ci95"][1]
+    change = report["summary"]["change"]
+    assert change["per_item_delta"]["n"] == 3 and change["corpus_delta"]["n"] == 3
+    tuned, base = report["summary"]["tuned"]["wer"], report["summary"]["base"]["wer"]
+    assert math.isclose(change["corpus_delta"]["delta"], tuned["mean"] - base["mean"])
+    assert len(report["items"]) == 3
+    assert {"reference", "hypothesis", "base_hypothesis", "wer", "base_wer"} <= set(
+        report["items"][0]
+    )
+    # The same numbers as the training run's own eval.json (same items, same greedy decoding).
+    trained_eval = json.loads((trained["run"] / "eval.json").read_text())
+    assert [i["hypothesis"] for i in trained_eval["items"]] == [
+        i["hypothesis"] for i in report["items"]
+    ]
+    assert "WER" in stdout and "paired bootstrap" in stdout and "significant" in stdout
+
+    # By its registered name, as JSON.
+    name = json.loads((trained["run"] / "run.json").read_text())["adapter_name"]
+    code, stdout, err = cli(
+        "eval", "--adapter", name, "--data", test_split, "--out", tmp_path / "e2.json", "--json"
+    )
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["summary"]["tuned"]["wer"] == tuned and "items" not in summary
+
+
+def test_eval_scores_the_base_speech_model_alone(
+    cli, tiny_whisper: Path, trained, tmp_path
+) -> None:
+    out = tmp_path / "eval.json"
+    code, stdout, err = cli(
+        "eval", "--model", tiny_whisper, "--data", trained["prepared"] / "test.jsonl", "--out", out
+    )
+    assert code == 0, err
+    report = json.loads(out.read_text())
+    assert set(report["summary"]) == {"base"} and report["summary"]["base"]["wer"]["n"] == 3
+    assert all("hypothesis" in item for item in report["items"])
+
+
+def test_eval_names_rows_a_speech_model_cannot_score(
+    cli, tiny_whisper: Path, tiny_model_dir: Path, trained, tmp_path: Path
+) -> None:
+    typed = tmp_path / "typed.jsonl"
+    typed.write_text(json.dumps({"question": "Opening hours?", "answer": "Nine to five"}) + "\n")
+    code, _, err = cli("eval", "--model", tiny_whisper, "--data", typed)
+    assert code != 0 and "typed.jsonl:1" in err and "audio" in err
+    assert len(err.strip().splitlines()) <= 4 and "Traceback" not in err
+
+    rows = [
+        json.loads(line) for line in (trained["prepared"] / "test.jsonl").read_text().splitlines()
+    ]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(
+        json.dumps({"audio": rows[0]["audio"], "text": rows[0]["text"]})
+        + "\n"
+        + json.dumps({"audio": "gone.wav", "text": "where did it go"})
+        + "\n"
+        + json.dumps({"audio": rows[1]["audio"], "text": ""})
+        + "\n"
+    )
+    code, _, err = cli("eval", "--adapter", trained["run"], "--data", broken)
+    assert code != 0 and "broken.jsonl:2" in err and "broken.jsonl:3" in err
+    code, _, err = cli("eval", "--model", tiny_whisper, "--suite", "core")
+    assert code != 0 and "--data" in err
+    # Spoken rows given to a text model: named, with the models that score them.
+    code, _, err = cli(
+        "eval", "--model", tiny_model_dir, "--data", trained["prepared"] / "test.jsonl"
+    )
+    assert code != 0 and "test.jsonl:1" in err and "is a text model" in err and "cascade" in err
+
+
+@pytest.fixture(scope="module")
+def main_server(trained, tiny_whisper: Path, tiny_model_dir: Path, tmp_path_factory):
+    """`specialize serve` in its own process: the tiny text model, plus speech (the trained
+    adapter by NAME=RUN, its base from the run's recipe) on /v1/audio/transcriptions."""
+    import os
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tmp_path_factory.mktemp("main-serve")
+    command = [
+        *(sys.executable, "-m", "specialize.cli.main", "serve", "--model", str(tiny_model_dir)),
+        *("--speech-adapter", f"nordvik={trained['run']}", "--api-key", "k"),
+        *("--port", str(port), "--max-audio-mb", "1.5", "--max-audio-seconds", "25"),
+    ]
+    env = os.environ | {"SPECIALIZE_HOME": str(folder / "home"), "HF_HUB_OFFLINE": "1"}
+    with (folder / "serve.log").open("w") as log:
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                break
+        except OSError:
+            assert server.poll() is None, (folder / "serve.log").read_text()
+            assert time.monotonic() < deadline, (folder / "serve.log").read_text()
+            time.sleep(0.3)
+    yield f"http://127.0.0.1:{port}/v1", folder / "serve.log"
+    server.terminate()
+    server.wait(15)
+
+
+def test_main_serve_hosts_text_and_speech_behind_one_key(main_server, speech_data: Path) -> None:
+    import openai
+
+    url, log = main_server
+    client = openai.OpenAI(base_url=url, api_key="k", max_retries=0)
+    chat = client.chat.completions.create(
+        model="base", messages=[{"role": "user", "content": "Hi"}], max_tokens=3
+    )
+    assert chat.choices[0].message.content is not None
+    wav = sorted((speech_data / "data" / "audio").glob("test-*.wav"))[0]
+    for model in ("base", "nordvik"):
+        with open(wav, "rb") as handle:
+            result = client.audio.transcriptions.create(
+                model=model, file=handle, response_format="verbose_json"
+            )
+        assert isinstance(result.text, str) and result.duration > 0.5, model
+    wrong = openai.OpenAI(base_url=url, api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError), open(wav, "rb") as handle:
+        wrong.audio.transcriptions.create(model="base", file=handle)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.chat.completions.create(model="base", messages=[{"role": "user", "content": "Hi"}])
+
+
+def test_main_serve_audio_route_has_its_own_size_and_duration_limits(
+    main_server, tmp_path: Path
+) -> None:
+    import openai
+
+    url, log = main_server
+    client = openai.OpenAI(base_url=url, api_key="k", max_retries=0)
+    # 1.28 MB of audio (20 s, float32): over the JSON routes' 1 MB, under the audio route's 1.5 MiB.
+    tone = np.sin(np.linspace(0, 20 * 2 * np.pi * 220, 16000 * 20)).astype(np.float32) * 0.2
+    soundfile.write(tmp_path / "twenty.wav", tone, 16000, subtype="FLOAT")
+    assert 1_000_000 < (tmp_path / "twenty.wav").stat().st_size < 1.5 * 2**20
+    with open(tmp_path / "twenty.wav", "rb") as handle:
+        assert isinstance(client.audio.transcriptions.create(model="base", file=handle).text, str)
+    # The JSON routes keep their 1 MB limit.
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(
+            model="base", messages=[{"role": "user", "content": "x" * 1_100_000}], max_tokens=1
+        )
+    assert caught.value.status_code == 413
+    # 13 s (under the 25 s limit) in float64: 1.66 MB, over 1.5 MiB.
+    soundfile.write(tmp_path / "big.wav", tone[: 16000 * 13], 16000, subtype="DOUBLE")
+    soundfile.write(tmp_path / "long.wav", np.tile(tone, 2)[: 16000 * 30], 16000)  # 0.96 MB, 30 s
+    (tmp_path / "notes.wav").write_text("not a recording")
+    cases = (("big.wav", 413, "bytes"), ("long.wav", 413, "25 s"), ("notes.wav", 400, "readable"))
+    for name, status, words in cases:
+        with pytest.raises(openai.APIStatusError) as caught, open(tmp_path / name, "rb") as handle:
+            client.audio.transcriptions.create(model="base", file=handle)
+        assert caught.value.status_code == status, (name, caught.value.message)
+        assert words in caught.value.message, (name, caught.value.message)
+    with pytest.raises(openai.NotFoundError), open(tmp_path / "long.wav", "rb") as handle:
+        client.audio.transcriptions.create(model="nobody", file=handle)
+
+
+def test_main_serve_refuses_a_text_adapter_as_speech(cli, trained, tiny_model_dir) -> None:
+    code, _, err = cli(
+        "serve", "--model", tiny_model_dir, "--speech-adapter", f"x={tiny_model_dir}"
+    )
+    assert code != 0 and "not a speech adapter" in err
+
+
+def test_ladder_climbs_on_spoken_questions(
+    cli, tiny_whisper: Path, tiny_model_dir: Path, speech_data: Path, tmp_path: Path
+) -> None:
+    spoken = speech_data / "data" / "spoken_test.jsonl"
+    config = {
+        "model": str(tiny_model_dir),
+        "tasks": [{"name": "policy", "data": str(spoken), "max_new_tokens": 4}],
+        "rungs": ["base"],
+        "speech": {"model": str(tiny_whisper)},
+    }
+    (tmp_path / "ladder.yaml").write_text(yaml.safe_dump(config))
+    code, out, err = cli("ladder", tmp_path / "ladder.yaml", "--out", tmp_path / "ladder")
+    assert code == 0, err
+    report = json.loads((tmp_path / "ladder" / "ladder.json").read_text())
+    wer = report["speech"]["question_wer"]["policy"]
+    assert wer["n"] == 2 and wer["ci95"][0] <= wer["mean"] <= wer["ci95"][1]
+    assert report["tasks"]["policy"]["rungs"]["base"]["score"]["n"] == 2
+    # The rung was asked what the speech model heard, not the typed question.
+    rung = json.loads((tmp_path / "ladder" / "rungs" / "base" / "eval.json").read_text())
+    asked = [row["prompt"][-1]["content"] for row in rung["tasks"]["policy"]["items"]]
+    typed = [json.loads(line)["messages"][1]["content"] for line in spoken.read_text().splitlines()]
+    assert asked != typed and "question WER" in out
+
+    # Rows without recordings are named.
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"question": "Opening hours?", "answer": "nine"}) + "\n")
+    config["tasks"][0]["data"] = str(plain)
+    (tmp_path / "ladder.yaml").write_text(yaml.safe_dump(config))
+    code, _, err = cli("ladder", tmp_path / "ladder.yaml", "--out", tmp_path / "ladder2")
+    assert code != 0 and "no 'audio' field" in err and "plain.jsonl" in err

@@ -200,8 +200,23 @@ def register_serve(root: typer.Typer) -> None:
         max_body_bytes: int = typer.Option(1_000_000, help="Largest request body."),
         max_in_flight: int = typer.Option(64, help="Requests running or queued; more get 429."),
         max_batch: int = typer.Option(32, help="Rows decoded together in one forward pass."),
+        speech_model: str | None = typer.Option(
+            None,
+            help="Also serve POST /v1/audio/transcriptions with this speech model "
+            "(e.g. whisper-tiny-en); its form field model=base picks it.",
+        ),
+        speech_adapter: list[str] = typer.Option(
+            [],
+            help="Speech adapter: NAME (registered) or NAME=RUN_DIR; repeatable "
+            "(implies --speech-model, default the adapter's own base).",
+        ),
+        max_audio_mb: float = typer.Option(25.0, help="Largest audio upload in MiB (413 above)."),
+        max_audio_seconds: float = typer.Option(
+            600.0, help="Longest recording in seconds (413 above)."
+        ),
     ) -> None:
-        """OpenAI-compatible server: the base and every adapter on one loaded base model."""
+        """OpenAI-compatible server: the base and every adapter on one loaded base model (and,
+        with --speech-model/--speech-adapter, speech to text on /v1/audio/transcriptions)."""
         from specialize.adapters.host import ModelHost
         from specialize.serve.app import serve
         from specialize.serve.openai_api import Limits
@@ -225,11 +240,17 @@ def register_serve(root: typer.Typer) -> None:
             )
         if key and admin and key == admin:
             raise ConfigError(["--admin-key must differ from --api-key"])
+        speech = _speech_host(speech_model, speech_adapter, max_audio_mb, max_audio_seconds, key)
         model_host = ModelHost(model, names)
         console.print(f"serving {', '.join(model_host.names())} on http://{host}:{port}/v1")
+        if speech:
+            console.print(
+                f"speech: {', '.join(speech[0].names())} on http://{host}:{port}/v1/audio/transcriptions"
+            )
         serve(
             host,
             port,
+            speech=speech,
             model_host=model_host,
             limits=Limits(
                 max_tokens,
@@ -240,3 +261,34 @@ def register_serve(root: typer.Typer) -> None:
                 max_batch=max_batch,
             ),
         )
+
+
+def _speech_host(
+    model: str | None, specs: list[str], max_mb: float, max_seconds: float, key: str | None
+):
+    """(SpeechHost, AudioLimits) for `serve --speech-model/--speech-adapter`, or None."""
+    if model is None and not specs:
+        return None
+    from specialize.models.catalog import DEFAULT_SPEECH_MODEL
+    from specialize.models.speech import is_speech_adapter, speech_base_of
+    from specialize.serve.audio_api import AudioLimits, SpeechHost
+
+    found, problems = {}, []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            entry = adapters.get(name, missing_ok=True)
+            if entry is None:
+                problems.append(f"--speech-adapter {name!r}: not registered; use NAME=RUN_DIR")
+                continue
+            path = entry["path"]
+        if not is_speech_adapter(path):
+            problems.append(f"--speech-adapter {spec!r}: not a speech adapter (a method: asr run)")
+            continue
+        found[name] = path
+    if problems:
+        raise ConfigError(problems)
+    first = next(iter(found.values()), None)
+    base = model or (speech_base_of(first) if first else None) or DEFAULT_SPEECH_MODEL
+    limits = AudioLimits(int(max_mb * 2**20), max_seconds, key)
+    return SpeechHost(base, found), limits

@@ -23,12 +23,19 @@ METRIC_NAMES = [*GENERATIVE_METRICS, *LIKELIHOOD_METRICS]
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
-        model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model reference."),
+        model: str | None = typer.Option(
+            None,
+            "--model",
+            "-m",
+            help=f"Base model reference (default {DEFAULT_MODEL}; a speech adapter's own base).",
+        ),
         adapter: Path | None = typer.Option(
-            None, help="PEFT adapter dir, or a run dir (adapter/ or model/)."
+            None, help="PEFT adapter dir, a run dir (adapter/ or model/), or a registered name."
         ),
         data: Path | None = typer.Option(
-            None, help="Eval file: messages, question+answer(s), or question+choices+answer."
+            None,
+            help="Eval file: messages, question+answer(s), or question+choices+answer; "
+            "for a speech model or adapter, audio+text rows (WER).",
         ),
         metrics: str | None = typer.Option(
             None, help=f"Comma-separated: {', '.join(METRIC_NAMES)}."
@@ -52,6 +59,26 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Score a model on an eval file and/or the retention suite; every item goes to eval.json."""
+        adapter, registered_base = _registered(adapter)
+        if _is_speech(model, adapter):
+            if data is None or suite is not None:
+                raise ConfigError(
+                    [
+                        "a speech model is scored with --data AUDIO_ROWS (audio + text); its "
+                        "general-speech retention is in the run's speech_retention.json"
+                    ]
+                )
+            base = model or registered_base or _speech_base(adapter)
+            report = _speech_eval(base, adapter, data, out, progress)
+            if as_json:
+                slim = {k: v for k, v in report.items() if k != "items"}
+                print_json(console, {**slim, "eval_json": str(out)})
+            else:
+                _print_speech(report, out)
+            return
+        model = model or registered_base or DEFAULT_MODEL
+        if data is not None:
+            _refuse_speech_rows(data, model)
         if adapter is not None and data is not None and _is_vision(adapter):
             _image_eval(model, adapter, data, blind, out, progress)
             if suite is None:
@@ -80,6 +107,87 @@ def register(app: typer.Typer) -> None:
             return
         _print(report)
         console.print(f"eval.json: {out}")
+
+
+def _registered(adapter: Path | None) -> tuple[Path | None, str | None]:
+    """A registered adapter name -> (its folder, its base model); a path stays as it is."""
+    if adapter is None or adapter.exists():
+        return adapter, None
+    from specialize.adapters import registry
+
+    entry = registry.get(str(adapter), missing_ok=True)
+    if entry is None:
+        return adapter, None  # the loaders name the missing path
+    return Path(entry["path"]), entry["base_model"]
+
+
+def _refuse_speech_rows(data: Path, model: str) -> None:
+    """Spoken rows (audio + transcript) given to a text model: say which model scores them."""
+    from specialize.data.formats import read_rows
+    from specialize.data.records import detect_kind
+    from specialize.errors import DataError
+
+    if not data.is_file():
+        return  # the loader names the missing file
+    first = next(iter(read_rows(data)), None)
+    if first is not None and not first.problem and detect_kind(first.value) == "speech":
+        raise DataError(
+            f"a speech row (audio + transcript), but {model} is a text model",
+            where=first.where,
+            fix="score recordings with --model whisper-tiny-en or --adapter SPEECH_RUN; spoken "
+            "questions with typed answers go through `specialize cascade`",
+        )
+
+
+def _is_speech(model: str | None, adapter: Path | None) -> bool:
+    from specialize.models.speech import is_speech_adapter, is_speech_model
+
+    return (adapter is not None and is_speech_adapter(adapter)) or (
+        model is not None and is_speech_model(model)
+    )
+
+
+def _speech_base(adapter: Path | None) -> str:
+    from specialize.models.catalog import DEFAULT_SPEECH_MODEL
+    from specialize.models.speech import speech_base_of
+
+    return (speech_base_of(adapter) if adapter is not None else None) or DEFAULT_SPEECH_MODEL
+
+
+def _speech_eval(model: str, adapter: Path | None, data: Path, out: Path, progress: bool) -> dict:
+    from specialize.artifacts import atomic_write_json
+    from specialize.evaluate.speech import speech_eval
+
+    report = speech_eval(model, adapter, data, progress=progress)
+    atomic_write_json(out, report)
+    return report
+
+
+def _print_speech(report: dict, out: Path) -> None:
+    model, adapter = report["model"], report["adapter"]
+    table = Table("system", "WER", "95% CI", "n", title=f"Speech: {report['data']['path']}")
+    for name, summary in report["summary"].items():
+        if name == "change":
+            continue
+        w = summary["wer"]
+        table.add_row(
+            f"{name} ({model if name == 'base' else adapter})",
+            f"{w['mean']:.3f}",
+            f"[{w['ci95'][0]:.3f}, {w['ci95'][1]:.3f}]",
+            str(w["n"]),
+        )
+    console.print(table)
+    change = report["summary"].get("change")
+    if change:
+        d = change["per_item_delta"]
+        c = change["corpus_delta"]
+        console.print(
+            f"tuned - base: WER {c['delta']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] "
+            f"(paired bootstrap, n={c['n']}); per-item WER {d['delta']:+.3f}, "
+            f"p={d['p_value']:.2g} ({d['test']}): "
+            f"{'significant' if d['significant'] else 'not significant'}, {change['verdict']}"
+        )
+    console.print(f"eval.json: {out}")
 
 
 def _summaries(report: dict, out: Path) -> dict:

@@ -31,6 +31,17 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(console, report)
             return
+        speech = report.get("speech")
+        if speech:
+            console.print(
+                f"spoken questions, heard by {speech['model']}"
+                + (f" + {speech['adapter']}" if speech["adapter"] else "")
+            )
+            for name, wer in speech["question_wer"].items():
+                console.print(
+                    f"  {name}: question WER {wer['mean']:.3f} "
+                    f"[{wer['ci95'][0]:.3f}, {wer['ci95'][1]:.3f}] n={wer['n']}"
+                )
         console.print(ladder_table(report))
         for name, task in report["tasks"].items():
             console.print(f"{name}: {verdict(task['decision'])}: {task['decision']['reason']}")

@@ -103,8 +103,13 @@ def register(app: typer.Typer) -> None:
         for name, typed in result["typed"].items():
             spoken, change = result["spoken"][name], result["spoken_minus_typed"][name]
             typer.echo(
-                f"{name}: typed {typed['mean']:.3f}, spoken {spoken['mean']:.3f} "
-                f"(change {change['delta']:+.3f} [{change['ci95'][0]:+.3f}, {change['ci95'][1]:+.3f}], "
-                f"p={change['p_value']:.3f}, n={change['n']})"
+                f"{name}: typed {_estimate(typed)}; spoken {_estimate(spoken)}; spoken - typed "
+                f"{change['delta']:+.3f} [{change['ci95'][0]:+.3f}, {change['ci95'][1]:+.3f}], "
+                f"p={change['p_value']:.3f} ({change['test']}, n={change['n']}): "
+                f"{'significant' if change['significant'] else 'not significant'}"
             )
         typer.echo(f"wrote {out}")
+
+
+def _estimate(e: dict) -> str:
+    return f"{e['mean']:.3f} [{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}] n={e['n']}"

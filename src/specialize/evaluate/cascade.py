@@ -18,20 +18,6 @@ from specialize.evaluate.wer import corpus_wer, score_item
 from specialize.models.speech import SpeechModel, transcribe
 
 
-def spoken_items(path: str | Path, *, system: str | None = None) -> list[tuple[EvalItem, Path]]:
-    """Return each item with its recording (relative paths resolve against the file's folder)."""
-    path = Path(path)
-    items = load_eval_items(path, system=system)
-    missing = [item.id for item in items if not isinstance(item.meta.get("audio"), str)]
-    if missing:
-        raise DataError(
-            f"{len(missing)} item(s) have no 'audio' field (first: {missing[0]})",
-            where=str(path),
-            fix="add the spoken question's recording to every row",
-        )
-    return [(item, path.parent / item.meta["audio"]) for item in items]
-
-
 def _question(item: EvalItem) -> str:
     return next(m["content"] for m in reversed(item.prompt) if m["role"] == "user")
 
@@ -41,6 +27,26 @@ def _with_question(item: EvalItem, text: str) -> EvalItem:
     last_user = max(i for i, m in enumerate(prompt) if m["role"] == "user")
     prompt[last_user]["content"] = text
     return EvalItem(item.id, prompt, item.answers, category=item.category, meta=item.meta)
+
+
+def heard_items(
+    speech: SpeechModel, items: list[EvalItem], where: str | Path, *, progress: str | None = None
+) -> tuple[list[EvalItem], dict, list[str]]:
+    """Return the items with each question replaced by its transcript, the question WER (with its
+    CI, n) and the transcripts; every item needs `audio` (relative to `where`'s folder)."""
+    missing = [item.id for item in items if not isinstance(item.meta.get("audio"), str)]
+    if missing:
+        raise DataError(
+            f"{len(missing)} item(s) have no 'audio' field (first: {missing[0]})",
+            where=str(where),
+            fix="add the spoken question's recording to every row",
+        )
+    folder = Path(where).parent
+    recordings = [load_audio(folder / item.meta["audio"]) for item in items]
+    transcripts = transcribe(speech, recordings, progress=progress)
+    words = [score_item(_question(i), t) for i, t in zip(items, transcripts, strict=True)]
+    heard = [_with_question(i, t) for i, t in zip(items, transcripts, strict=True)]
+    return heard, corpus_wer(words).as_dict(), transcripts
 
 
 def cascade_eval(
@@ -54,22 +60,17 @@ def cascade_eval(
     progress: bool = True,
 ) -> dict:
     """Return typed vs spoken scores (each with n and CI), the paired change, WER, every item."""
-    pairs = spoken_items(path, system=system)
-    items = [item for item, _ in pairs]
+    path = Path(path)
+    items = load_eval_items(path, system=system)
     if any(item.choices is not None for item in items):
         raise DataError("multiple-choice items cannot be spoken", where=str(path))
-    transcripts = transcribe(speech, [load_audio(audio) for _, audio in pairs])
+    heard_as, question_wer, transcripts = heard_items(
+        speech, items, path, progress="hearing" if progress else None
+    )
     typed = evaluate_items(model, tokenizer, items, metrics, progress="typed" if progress else None)
     heard = evaluate_items(
-        model,
-        tokenizer,
-        [_with_question(item, text) for item, text in zip(items, transcripts, strict=True)],
-        metrics,
-        progress="spoken" if progress else None,
+        model, tokenizer, heard_as, metrics, progress="spoken" if progress else None
     )
-    words = [
-        score_item(_question(item), text) for item, text in zip(items, transcripts, strict=True)
-    ]
     change = {}
     for metric in typed.summary:
         before = [row["scores"][metric] for row in typed.items]
@@ -79,14 +80,14 @@ def cascade_eval(
         "data": str(path),
         "speech_model": speech.ref,
         "speech_adapter": speech.adapter,
-        "question_wer": corpus_wer(words).as_dict(),
+        "question_wer": question_wer,
         "typed": typed.summary,
         "spoken": heard.summary,
         "spoken_minus_typed": change,
         "items": [
             {
                 "id": item.id,
-                "audio": str(audio),
+                "audio": str(path.parent / item.meta["audio"]),
                 "question": _question(item),
                 "transcript": text,
                 "typed_output": t.get("output"),
@@ -94,8 +95,6 @@ def cascade_eval(
                 "typed_scores": t["scores"],
                 "spoken_scores": h["scores"],
             }
-            for (item, audio), text, t, h in zip(
-                pairs, transcripts, typed.items, heard.items, strict=True
-            )
+            for item, text, t, h in zip(items, transcripts, typed.items, heard.items, strict=True)
         ],
     }

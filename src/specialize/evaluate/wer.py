@@ -127,3 +127,32 @@ def corpus_wer(items: list[ItemWER], seed: int = 0) -> Estimate:
     low, high = np.percentile(ratios, [2.5, 97.5])
     mean = float(edits.sum() / max(words.sum(), 1))
     return Estimate(mean, float(low), float(high), len(items), "bootstrap")
+
+
+def paired_corpus_wer_difference(before: list[dict], after: list[dict], seed: int = 0) -> dict:
+    """Return after - before corpus WER on the same items (dicts with edits and reference_words),
+    with a paired bootstrap 95% CI: both systems are resampled with the same items each time."""
+    if len(before) != len(after):
+        raise ValueError("paired comparison needs scores on the same items")
+    words = np.array([i["reference_words"] for i in before], dtype=float)
+    a = np.array([i["edits"] for i in before], dtype=float)
+    b = np.array([i["edits"] for i in after], dtype=float)
+    if not len(words):
+        return {
+            "delta": float("nan"),
+            "ci95": [float("nan")] * 2,
+            "n": 0,
+            "ci_method": "paired bootstrap",
+        }
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(words), size=(BOOTSTRAP_SAMPLES, len(words)))
+    total = np.maximum(words[picks].sum(axis=1), 1)
+    deltas = (b[picks].sum(axis=1) - a[picks].sum(axis=1)) / total
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    delta = float((b.sum() - a.sum()) / max(words.sum(), 1))
+    return {
+        "delta": delta,
+        "ci95": [float(low), float(high)],
+        "n": len(words),
+        "ci_method": "paired bootstrap",
+    }

@@ -82,6 +82,15 @@ class TunedRung(Config):
     )
 
 
+class SpeechInput(Config):
+    model: str = Field(
+        "whisper-tiny-en", description="Speech model that hears the spoken questions."
+    )
+    adapter: str | None = Field(
+        None, description="Speech adapter (a `method: asr` run or adapter dir) on that model."
+    )
+
+
 class LadderConfig(Config):
     model: str = Field(DEFAULT_MODEL, description="Base model reference.")
     tasks: list[TaskConfig] = Field(
@@ -96,6 +105,11 @@ class LadderConfig(Config):
         None, ge=1, description="Use only the first N items of each task (quick looks)."
     )
     batch_size: int = Field(16, ge=1, description="Generation batch size.")
+    speech: SpeechInput | None = Field(
+        None,
+        description="Spoken questions: every task row carries `audio`; each rung answers the "
+        "speech model's transcript instead of the typed question (the cascade).",
+    )
 
     @model_validator(mode="after")
     def _rungs_have_what_they_need(self) -> LadderConfig:
@@ -128,6 +142,9 @@ def resolve_paths(config: LadderConfig, base: Path) -> LadderConfig:
     config.rag.documents = absolute(config.rag.documents)
     config.tuned.adapters = [_absolute_adapter(a, absolute) for a in config.tuned.adapters]
     config.model = absolute(config.model)
+    if config.speech is not None:
+        config.speech.model = absolute(config.speech.model)
+        config.speech.adapter = absolute(config.speech.adapter)
     return config
 
 

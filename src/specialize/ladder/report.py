@@ -59,8 +59,21 @@ def ladder_page(report: dict) -> str:
     return page(
         "Ladder",
         ladder_section(report),
-        subtitle=f"model {report['model']['ref']} ({report['model']['content_hash'][:12]}), {report['created']}",
+        subtitle=f"model {report['model']['ref']} ({report['model']['content_hash'][:12]}), {report['created']}"
+        + _heard_by(report.get("speech") or {}),
     )
+
+
+def _heard_by(speech: dict) -> str:
+    """Subtitle part of a ladder on spoken questions: who heard them, with what question WER."""
+    if not speech:
+        return ""
+    wer = ", ".join(
+        f"{name} {w['mean']:.3f} [{w['ci95'][0]:.3f}, {w['ci95'][1]:.3f}] n={w['n']}"
+        for name, w in speech["question_wer"].items()
+    )
+    heard = speech["model"] + (f" + {speech['adapter']}" if speech.get("adapter") else "")
+    return f"; spoken questions heard by {heard} (question WER: {wer})"
 
 
 def _rows(task: dict) -> tuple[list[str], list[list]]:

@@ -76,6 +76,7 @@ class Ingredients:
     index_seconds: float
     fingerprint: dict = field(default_factory=dict)
     documents: str | None = None
+    speech: dict = field(default_factory=dict)  # spoken questions: model and per-task question WER
     _by_words: dict = field(default_factory=dict)
 
     def retriever_for(self, chunk_words: int) -> DocumentRetriever | None:
@@ -115,6 +116,7 @@ def run_ladder(
             results[rung.name][task.name] = result
     report = _report(config, rungs, results, ingredients, base_hash, out)
     report["prompt_format"] = skew
+    report["speech"] = ingredients.speech
     LadderRecord.from_dict(report).write(out / "ladder.json")
     from specialize.ladder.report import ladder_page
 
@@ -124,6 +126,7 @@ def run_ladder(
 
 def _ingredients(config: LadderConfig) -> Ingredients:
     tasks = {task.name: _task_items(task, config.limit) for task in config.tasks}
+    speech = _hear(config, tasks) if config.speech is not None else {}
     wanted = set(config.rungs)
     pool = (
         ExamplePool(config.prompt.examples)
@@ -141,8 +144,32 @@ def _ingredients(config: LadderConfig) -> Ingredients:
         "documents": _documents_hash(retriever),
     }
     return Ingredients(
-        tasks, pool, retriever, time.monotonic() - started, fingerprint, config.rag.documents
+        tasks,
+        pool,
+        retriever,
+        time.monotonic() - started,
+        fingerprint,
+        config.rag.documents,
+        speech,
     )
+
+
+def _hear(config: LadderConfig, tasks: dict[str, list[EvalItem]]) -> dict:
+    """Replace every task's typed questions by what the speech model heard in their recordings
+    (in place); return the speech model and each task's question WER with its CI and n. The
+    result cache keys on the items' prompts, so heard and typed answers are never confused."""
+    from specialize.evaluate.cascade import heard_items
+    from specialize.models.speech import load_speech_model
+
+    speech = load_speech_model(config.speech.model, adapter=config.speech.adapter)
+    wer = {}
+    for task in config.tasks:
+        heard, wer[task.name], _ = heard_items(
+            speech, tasks[task.name], task.data, progress=f"hearing {task.name}"
+        )
+        tasks[task.name] = heard
+    del speech
+    return {"model": config.speech.model, "adapter": config.speech.adapter, "question_wer": wer}
 
 
 def _task_items(task: TaskConfig, limit: int | None) -> list[EvalItem]:

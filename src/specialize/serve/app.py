@@ -21,6 +21,8 @@ def create_app(
     With a ModelHost: the OpenAI-compatible endpoints (and their limits) only; with a
     FeedbackSession: the comparison page and its endpoints only; with neither: the dashboard.
     Every app sits behind the Guard (Host header when `local_only`, keys, streamed body limit)."""
+    from dataclasses import replace
+
     from specialize.serve.guard import Access, Guard
 
     app = FastAPI(title="specialize", docs_url=None, redoc_url=None)
@@ -36,9 +38,18 @@ def create_app(
         add_openai_routes(app, host, limits)
         access = Access(limits.api_key, limits.admin_key, limits.max_body_bytes, local_only)
     if speech is not None:  # (SpeechHost, AudioLimits): /v1/audio/transcriptions
-        from specialize.serve.audio_api import add_audio_routes
+        from specialize.serve.audio_api import TRANSCRIPTIONS, AudioLimits, add_audio_routes
 
-        add_audio_routes(app, *speech)
+        speech_host, audio_limits = speech
+        audio_limits = audio_limits or AudioLimits(api_key=access.api_key)
+        add_audio_routes(app, speech_host, audio_limits)
+        # The upload has its own size limit; the multipart envelope adds a little around the file.
+        envelope = audio_limits.max_bytes + 64 * 1024
+        access = replace(
+            access,
+            api_key=access.api_key or audio_limits.api_key,
+            path_limits={**access.path_limits, TRANSCRIPTIONS: envelope},
+        )
     if host is None and feedback is None and speech is None:
         _dashboard_routes(app)
     app.add_middleware(Guard, access=access)
@@ -92,12 +103,14 @@ def _dashboard_routes(app: FastAPI) -> None:
         return run
 
 
-def serve(bind: str, port: int, *, model_host=None, limits=None, feedback=None) -> None:
+def serve(
+    bind: str, port: int, *, model_host=None, limits=None, feedback=None, speech=None
+) -> None:
     """Serve until Ctrl-C or SIGTERM; then running answers get a few seconds to finish before
     they are cancelled."""
     import uvicorn
 
     from specialize.serve.guard import LOOPBACK_BINDS
 
-    app = create_app(model_host, limits, feedback, local_only=bind in LOOPBACK_BINDS)
+    app = create_app(model_host, limits, feedback, speech, local_only=bind in LOOPBACK_BINDS)
     uvicorn.run(app, host=bind, port=port, log_level="warning", timeout_graceful_shutdown=3)

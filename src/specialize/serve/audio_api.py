@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from specialize.errors import SpecializeError
 
 FORMATS = ("json", "text", "verbose_json")
+TRANSCRIPTIONS = "/v1/audio/transcriptions"
 WINDOW_SECONDS = 30
 
 
@@ -95,7 +96,7 @@ def add_audio_routes(app: FastAPI, host: SpeechHost, limits: AudioLimits | None 
             return refuse(401, "missing or wrong API key (Authorization: Bearer KEY)")
         return {"object": "list", "data": [{"id": n, "object": "model"} for n in host.names()]}
 
-    @app.post("/v1/audio/transcriptions")
+    @app.post(TRANSCRIPTIONS)
     async def transcriptions(
         request: Request,
         file: UploadFile = File(...),

@@ -47,10 +47,15 @@ def test_corpus_wer_is_total_edits_over_total_words_with_a_ci():
 
 
 def test_paired_comparison_gives_a_verdict_within_budget():
-    before = {"summary": {"wer": {"mean": 0.5}}, "items": [{"wer": 0.5}] * 30}
-    worse = {"summary": {"wer": {"mean": 0.9}}, "items": [{"wer": 0.9}] * 30}
-    same = {"summary": {"wer": {"mean": 0.5}}, "items": [{"wer": 0.5}] * 30}
+    def system(edits: int) -> dict:  # 30 recordings of 10 words each
+        item = {"wer": edits / 10, "edits": edits, "reference_words": 10}
+        return {"summary": {"wer": {"mean": edits / 10}}, "items": [item] * 30}
+
+    before, worse, same = system(5), system(9), system(5)
     assert compare_wer(before, worse)["verdict"] == "regressed"
+    corpus = compare_wer(before, worse)["corpus_delta"]
+    assert corpus["n"] == 30 and abs(corpus["delta"] - 0.4) < 1e-9
+    assert corpus["ci95"][0] <= corpus["delta"] <= corpus["ci95"][1]
     assert compare_wer(before, worse, budget_points=50)["verdict"] == "no significant change"
     assert compare_wer(worse, before)["verdict"] == "improved"
     assert compare_wer(before, same)["verdict"] == "no significant change"
