@@ -141,3 +141,28 @@ def test_bad_requests_are_refused_with_the_fix(cli, tiny_model_dir, mc_file, tmp
     generated.write_text(json.dumps({"question": "Capital of France?", "answer": "Paris"}) + "\n")
     code, _, err = cli("parity", "--model", tiny_model_dir, "--data", generated)
     assert code == 1 and "no multiple-choice items" in err
+
+
+def test_an_adapter_is_compared_on_both_sides(tiny_model_dir, mc_file, tmp_path):
+    """HFLM takes the PeftModel as loaded; the adapter changes the scores on both sides alike."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from specialize.evaluate.harness import run_parity
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lora = LoraConfig(
+        r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    get_peft_model(base, lora).save_pretrained(tmp_path / "adapter")
+    plain = run_parity(str(tiny_model_dir), data=mc_file, out=tmp_path / "a.json", progress=False)
+    tuned = run_parity(
+        str(tiny_model_dir), adapter=tmp_path / "adapter", data=mc_file,
+        out=tmp_path / "b.json", progress=False,
+    )  # fmt: skip
+    assert plain["passed"] and tuned["passed"]
+    assert tuned["model"]["adapter"] == str(tmp_path / "adapter")
+    before = [r["harness"]["logprobs"] for r in plain["items"]["quiz"]]
+    after = [r["harness"]["logprobs"] for r in tuned["items"]["quiz"]]
+    assert max(abs(a - b) for x, y in zip(before, after) for a, b in zip(x, y)) > 1e-2  # noqa: B905

@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
         report = run_parity(
             model,
             adapter=adapter,
-            suite=suite or (None if data is not None else "standard"),
+            suite=suite,
             data=data,
             only=task or None,
             limit=limit,

@@ -271,7 +271,7 @@ def run_parity(
     model_ref: str,
     *,
     adapter: str | Path | None = None,
-    suite: str | None = "standard",
+    suite: str | None = None,
     data: str | Path | None = None,
     only: list[str] | None = None,
     limit: int | None = None,
@@ -280,11 +280,15 @@ def run_parity(
     out: str | Path = "parity.json",
     progress: bool = True,
 ) -> dict:
-    """Load the model, pick the items (suite and/or file), compare, and write parity.json."""
+    """Load the model, pick the items (suite and/or file), compare, and write parity.json.
+
+    Without a suite, the standard suite is compared unless a data file is given.
+    """
     from specialize.artifacts import ParityReport
     from specialize.models.loading import adapter_dir, load_model, resolve_model
 
     require_harness()
+    suite = suite or (None if data is not None else "standard")
     tasks, skipped = choice_tasks(select_tasks(suite, data, only, limit))
     resolved = resolve_model(model_ref)
     model, tokenizer = load_model(
