@@ -14,8 +14,8 @@ Tolerances:
   right-padded; we run each context once, left-padded, and the continuations against its cached
   keys and values), so the sums agree to float rounding, not bit for bit. In float32 the rounding
   of a ~20-term log-softmax over a 49k vocabulary, summed over a few dozen tokens, is ~1e-5 nats
-  (measured up to 6e-5 on the default model, n=100 items); 1e-3 leaves a 15x margin and is still far below the
-  ~0.1-nat gaps that decide predictions. Half precision keeps ~3 significant digits of logits of
+  (measured up to 6e-5 on the default model, n=100 items); 1e-3 leaves a 15x margin and is
+  still far below the ~0.1-nat gaps that decide predictions. Half precision keeps ~3 significant digits of logits of
   size ~20, so 5e-2 there.
 """
 
