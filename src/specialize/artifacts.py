@@ -365,3 +365,20 @@ class SweepRecord(Artifact):
     front: list
     recommendation: dict | None = None
     extra: dict = dataclasses.field(default_factory=dict)  # objectives, counts, importances, ...
+
+
+@dataclasses.dataclass
+class ParityReport(Artifact):
+    """parity.json: the same multiple-choice items scored by specialize and by lm-evaluation-harness."""
+
+    what: ClassVar[str] = "parity report (parity.json)"
+
+    created: str
+    model: dict
+    harness: dict
+    tolerance: dict
+    dtype: str
+    tasks: dict  # per task: n, both sides' acc/acc_norm with CIs, ll differences, passed
+    passed: bool
+    skipped: dict = dataclasses.field(default_factory=dict)  # task -> why it was not compared
+    items: dict = dataclasses.field(default_factory=dict)  # task -> per-item scorings side by side

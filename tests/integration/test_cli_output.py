@@ -69,6 +69,19 @@ def test_json_from_reporting_commands(cli, tmp_path, tiny_model_dir):
     assert json.loads(out)["counts"]["input"] == 2
 
 
+def test_generate_json_is_the_streamed_reply(cli, tiny_model_dir):
+    args = ("generate", "Hello there", "--model", tiny_model_dir, "--max-new-tokens", "5")
+    code, streamed, err = cli(*args)
+    assert code == 0, err
+    code, out, err = cli(*args, "--system", "Be brief.", "--json")
+    assert code == 0, err
+    printed = json.loads(out)
+    assert printed["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert printed["settings"]["max_new_tokens"] == 5 and 1 <= printed["reply_tokens"] <= 5
+    code, out, _ = cli(*args, "--json")
+    assert json.loads(out)["reply"] == streamed.removesuffix("\n")  # greedy: the same reply
+
+
 def test_python_api(tmp_path):
     import specialize
     from specialize import evaluate, ladder, prepare, train

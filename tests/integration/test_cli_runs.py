@@ -64,6 +64,8 @@ def test_list_compare_report_and_tags(cli, two_runs, tmp_path):
     (fast / "report.html").unlink()
     code, out, _ = cli("runs", "report", str(fast))
     assert code == 0 and (fast / "report.html").is_file()
+    code, out, _ = cli("runs", "report", "fast", "--json")
+    assert code == 0 and json.loads(out) == {"run": str(fast), "report": str(fast / "report.html")}
 
     assert cli("runs", "tag", "fast", "keep")[0] == 0
     code, out, _ = cli("runs", "list", "--tag", "keep", "--json")
@@ -79,10 +81,12 @@ def test_list_compare_report_and_tags(cli, two_runs, tmp_path):
 
 def test_reproduce_refuses_when_the_data_changed_and_reruns_when_not(cli, two_runs):
     data, (slow, _) = two_runs
-    code, out, err = cli("runs", "reproduce", "slow", "--no-progress")
+    code, out, err = cli("runs", "reproduce", "slow", "--no-progress", "--json")
     assert code == 0, err
-    new_run = Path(out.split("reproduced into ")[1].strip())
+    printed = json.loads(out)
+    new_run = Path(printed["run"])
     again = json.loads((new_run / "run.json").read_text())
+    assert printed["id"] == again["id"] and printed["status"] == again["status"]
     assert again["status"] == "finished" and new_run != slow
     original = yaml.safe_load((slow / "config.yaml").read_text())
     repeated = yaml.safe_load((new_run / "config.yaml").read_text())

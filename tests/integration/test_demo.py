@@ -21,6 +21,7 @@ def test_the_quick_demo_runs_end_to_end_on_the_default_model(cli, default_model,
     report = (out / "report.html").read_text()
     assert "data:image/png;base64," in report and "QUICK MODE" in report
 
-    code, stdout, _ = cli("demo", "--quick", "--out", out, "--no-progress")
+    code, stdout, _ = cli("demo", "--quick", "--out", out, "--no-progress", "--json")
     assert code == 0
+    assert json.loads(stdout) == json.loads((out / "demo.json").read_text())
     assert all(s["reused"] for s in json.loads((out / "demo.json").read_text())["steps"])

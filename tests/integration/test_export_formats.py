@@ -147,6 +147,12 @@ def test_merged_gguf_loads_back_with_the_same_logits(
         logits = model(ids).logits
     error = (logits - expected).abs().max().item()
     assert error < tolerance * expected.abs().max().item(), error
+    # meaningful only if the adapter moves the logits far more than that: a GGUF of the base
+    # without the merged adapter must fail the comparison above
+    base = AutoModelForCausalLM.from_pretrained(registry / "model").eval()
+    with torch.no_grad():
+        adapter_effect = (base(ids).logits - expected).abs().max().item()
+    assert adapter_effect > 5 * tolerance * expected.abs().max().item(), adapter_effect
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "g", gguf_file=name)
     assert tokenizer(TEXTS[0])["input_ids"] == ids[0].tolist()
     assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template

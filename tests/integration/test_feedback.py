@@ -115,6 +115,20 @@ def test_the_export_is_valid_preference_data(home, tmp_path):
     assert not summary.errors
 
 
+def test_export_reports_as_json(cli, home, tmp_path):
+    store.add_pairs("s3", _pairs(3))
+    for pair, choice in zip(_pairs(3), ["a", "b", "tie"], strict=True):
+        store.label(pair.id, "ada", choice)
+    code, out, err = cli(
+        "feedback", "export", "--out", tmp_path / "p.jsonl", "--session", "s3", "--json"
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["labels"] == 3 and summary["rows"] == 2 and summary["skipped"] == {"tie": 1}
+    assert summary["out"] == str(tmp_path / "p.jsonl") and summary["annotators"] == ["ada"]
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 2
+
+
 def test_simultaneous_submissions_neither_lose_nor_double_labels(home):
     pairs = _pairs(3)
     store.add_pairs("s3", pairs)

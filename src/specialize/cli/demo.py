@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from specialize.cli.output import print_json
 from specialize.home import home_dir
 
 console = Console(highlight=False, soft_wrap=True)
@@ -23,6 +24,7 @@ def register(app: typer.Typer) -> None:
             None, help="Example folder (default: examples/nordvik)."
         ),
         progress: bool = typer.Option(True, help="Show progress bars."),
+        as_json: bool = typer.Option(False, "--json", help="Print demo.json's content."),
     ) -> None:
         """Prepare data, climb the ladder, tune with replay and a retention budget, climb again, report.
 
@@ -31,6 +33,12 @@ def register(app: typer.Typer) -> None:
         from specialize.demo.report import print_summary
 
         summary = run_demo(
-            out or home_dir() / "demo", example=example, quick=quick, progress=progress
+            out or home_dir() / "demo",
+            example=example,
+            quick=quick,
+            progress=progress and not as_json,
         )
+        if as_json:
+            print_json(console, summary)
+            return
         print_summary(summary, console)

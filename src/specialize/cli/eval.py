@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from specialize.artifacts import delta_text
-from specialize.cli.output import print_json
+from specialize.cli.output import print_json, print_table
 from specialize.errors import ConfigError
 from specialize.evaluate.evaluation import run_eval
 from specialize.evaluate.metrics import GENERATIVE_METRICS, LIKELIHOOD_METRICS
@@ -107,6 +107,54 @@ def register(app: typer.Typer) -> None:
             return
         _print(report)
         console.print(f"eval.json: {out}")
+
+    @app.command("parity")
+    def parity_cmd(
+        model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model reference."),
+        adapter: Path | None = typer.Option(None, help="PEFT adapter dir, or a run dir."),
+        suite: str | None = typer.Option(
+            None,
+            help="Suite whose multiple-choice tasks are compared: standard (the default "
+            "unless --data is given).",
+        ),
+        data: Path | None = typer.Option(
+            None, help="Also compare an eval file's question+choices+answer rows."
+        ),
+        task: list[str] = typer.Option([], help="Only these tasks (repeatable), e.g. arc_easy."),
+        limit: int | None = typer.Option(None, help="First N items of each task."),
+        batch_size: int = typer.Option(8, help="Batch size of both scorers."),
+        tolerance: float | None = typer.Option(
+            None, help="Largest per-choice log-likelihood difference (default by dtype)."
+        ),
+        out: Path = typer.Option(Path("parity.json"), help="Where to write parity.json."),
+        progress: bool = typer.Option(True, help="Show progress bars."),
+        as_json: bool = typer.Option(False, "--json", help="Print the summaries as JSON."),
+    ) -> None:
+        """Check our multiple-choice scores against lm-evaluation-harness on the same items.
+
+        Exits 1 if any prediction differs or a log-likelihood differs by more than the tolerance.
+        """
+        from specialize.evaluate.harness import run_parity
+
+        report = run_parity(
+            model,
+            adapter=adapter,
+            suite=suite,
+            data=data,
+            only=task or None,
+            limit=limit,
+            batch_size=batch_size,
+            tolerance=tolerance,
+            out=out,
+            progress=progress,
+        )
+        if as_json:
+            summary = {k: v for k, v in report.items() if k != "items"}
+            print_json(console, {**summary, "parity_json": str(out)})
+        else:
+            _print_parity(report, out)
+        if not report["passed"]:
+            raise typer.Exit(1)
 
 
 def _registered(adapter: Path | None) -> tuple[Path | None, str | None]:
@@ -275,3 +323,50 @@ def _print(report: dict) -> None:
             console.print(
                 f"verdict: {retention['verdict']}; drift KL {retention['drift']['kl']['mean']:.4f}"
             )
+
+
+def _print_parity(report: dict, out: Path) -> None:
+    def score(s: dict) -> str:
+        return f"{s['mean']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"
+
+    rows = []
+    for name, t in report["tasks"].items():
+        rows.append(
+            [
+                name,
+                str(t["n"]),
+                score(t["ours"]["acc"]),
+                score(t["harness"]["acc"]),
+                score(t["ours"]["acc_norm"]),
+                score(t["harness"]["acc_norm"]),
+                f"{t['max_abs_ll_diff']:.1e}",
+                f"{t['predictions_differ']['acc']}/{t['predictions_differ']['acc_norm']}",
+                "pass" if t["passed"] else "FAIL",
+            ]
+        )
+    harness = report["harness"]
+    print_table(
+        console,
+        [
+            "task",
+            "n",
+            "acc (ours)",
+            "acc (lm-eval)",
+            "acc_norm (ours)",
+            "acc_norm (lm-eval)",
+            "max |dLL|",
+            "preds differ",
+            "result",
+        ],
+        rows,
+        title=f"Parity with lm-evaluation-harness {harness['version']} ({harness['model_class']})",
+    )
+    for name, why in report.get("skipped", {}).items():
+        console.print(f"not compared in {name}: {why}")
+    tolerance = report["tolerance"]["loglikelihood"]
+    verdict = "passed" if report["passed"] else "FAILED"
+    console.print(
+        f"parity {verdict}: tolerance {tolerance:g} nats per choice ({report['dtype']}), "
+        "no prediction may differ"
+    )
+    console.print(f"parity.json: {out}")

@@ -67,11 +67,16 @@ def export_cmd(
         ..., help="Preference rows (jsonl) for the data stage and DPO/reward training."
     ),
     session: str | None = typer.Option(None, help="Only this session (default: every session)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the counts and agreement as JSON."),
 ) -> None:
     """Labels -> preference rows (prompt, chosen, rejected) and agreement statistics."""
+    from specialize.cli.output import print_json
     from specialize.feedback.export import export
 
     summary = export(out, session)
+    if as_json:
+        print_json(console, {**summary, "out": str(out)})
+        return
     console.print(
         f"{summary['rows']} preference rows from {summary['labels']} labels by {len(summary['annotators'])} "
         f"people -> {out}; skipped (no direction): {summary['skipped'] or 'none'}"

@@ -6,10 +6,14 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.console import Console
 
+from specialize.cli.output import print_json
 from specialize.models.catalog import DEFAULT_MODEL
 from specialize.models.generation import GenerationSettings, chat_messages, stream_reply
 from specialize.models.loading import load_model
+
+console = Console(highlight=False, soft_wrap=True)
 
 
 def _settings(
@@ -42,11 +46,30 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(0.0, help="0 is greedy; above 0 samples."),
         top_p: float = typer.Option(1.0, help="Nucleus sampling mass."),
         seed: int | None = typer.Option(None, help="Sampling seed."),
+        as_json: bool = typer.Option(
+            False, "--json", help="Print the reply, its token count and the settings as JSON."
+        ),
     ) -> None:
         """Reply to one prompt through the chat template, streaming tokens."""
         settings = _settings(max_new_tokens, temperature, top_p, seed)
         loaded, tokenizer = load_model(model, adapter=adapter)
-        for piece in stream_reply(loaded, tokenizer, chat_messages(prompt, system), settings):
+        messages = chat_messages(prompt, system)
+        if as_json:
+            reply = "".join(stream_reply(loaded, tokenizer, messages, settings))
+            tokens = len(tokenizer(reply, add_special_tokens=False)["input_ids"])
+            print_json(
+                console,
+                {
+                    "model": model,
+                    "adapter": str(adapter) if adapter is not None else None,
+                    "messages": messages,
+                    "reply": reply,
+                    "reply_tokens": tokens,
+                    "settings": settings.model_dump(),
+                },
+            )
+            return
+        for piece in stream_reply(loaded, tokenizer, messages, settings):
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")

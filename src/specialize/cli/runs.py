@@ -11,6 +11,7 @@ from rich.table import Table
 
 from specialize.adapters.registry import forget_run, register_finished
 from specialize.artifacts import atomic_write_text
+from specialize.cli.output import print_json
 from specialize.track import runs as track_runs
 from specialize.track.report import write_run_report
 from specialize.train.config import RecipeConfig
@@ -147,19 +148,33 @@ def compare_cmd(
 
 
 @app.command("report")
-def report_cmd(run: str = typer.Argument(..., help="Run id, name or directory.")) -> None:
+def report_cmd(
+    run: str = typer.Argument(..., help="Run id, name or directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run and report paths as JSON."),
+) -> None:
     """(Re)write the run's self-contained report.html."""
-    console.print(str(write_run_report(track_runs.find_run(run)["path"], RecipeConfig)))
+    found = track_runs.find_run(run)
+    report = write_run_report(found["path"], RecipeConfig)
+    if as_json:
+        print_json(console, {"run": str(found["path"]), "report": str(report)})
+        return
+    console.print(str(report))
 
 
 @app.command("reproduce")
 def reproduce_cmd(
     run: str = typer.Argument(..., help="Run id, name or directory."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the new run's record (run.json) as JSON."
+    ),
 ) -> None:
     """Train again from the run's resolved config; refuses if its data changed since."""
-    new = reproduce(run, progress=progress)
+    new = reproduce(run, progress=progress and not as_json)
     register_finished(new.path)
+    if as_json:
+        print_json(console, {"run": str(new.path), **new.record().to_dict()})
+        return
     console.print(f"reproduced into {new.path}")
 
 

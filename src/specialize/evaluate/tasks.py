@@ -278,7 +278,19 @@ def length_normalised(scores: list[float], choices: list[str]) -> list[float]:
     return [s / max(1, len(c.removeprefix(" "))) for s, c in zip(scores, choices, strict=True)]
 
 
-def _score_choices(model, tokenizer, items, results, batch_size, progress):
+@dataclass
+class ChoiceScores:
+    """One multiple-choice item as scored: log p(choice | context) per choice, and the picks."""
+
+    logprobs: list[float]
+    pred: int  # argmax of the log-likelihoods (mc_acc)
+    pred_norm: int  # argmax of the log-likelihoods per character (mc_acc_norm)
+
+
+def score_choices(
+    model, tokenizer, items: list[EvalItem], *, batch_size: int = 16, progress: str | None = None
+) -> list[ChoiceScores]:
+    """Return each multiple-choice item's choice log-likelihoods and predictions, in order."""
     pairs = [(item.context, choice) for item in items for choice in item.choices]
     logprobs = continuation_logprobs(
         model,
@@ -287,20 +299,27 @@ def _score_choices(model, tokenizer, items, results, batch_size, progress):
         batch_size=batch_size,
         progress=progress and f"{progress} (choices)",
     )
-    position = 0
+    scored, position = [], 0
     for item in items:
         scores = logprobs[position : position + len(item.choices)]
         position += len(item.choices)
-        best, best_norm = _argmax(scores), _argmax(length_normalised(scores, item.choices))
+        norm = length_normalised(scores, item.choices)
+        scored.append(ChoiceScores(scores, _argmax(scores), _argmax(norm)))
+    return scored
+
+
+def _score_choices(model, tokenizer, items, results, batch_size, progress):
+    scored = score_choices(model, tokenizer, items, batch_size=batch_size, progress=progress)
+    for item, s in zip(items, scored, strict=True):
         row = results[item.id]
         row.update(
             prompt=item.context,
-            output=item.choices[best].strip(),
+            output=item.choices[s.pred].strip(),
             references=[item.choices[item.gold].strip()],
-            choice_logprobs=[round(s, 4) for s in scores],
+            choice_logprobs=[round(x, 4) for x in s.logprobs],
         )
         row["scores"].update(
-            mc_acc=float(best == item.gold), mc_acc_norm=float(best_norm == item.gold)
+            mc_acc=float(s.pred == item.gold), mc_acc_norm=float(s.pred_norm == item.gold)
         )
 
 
