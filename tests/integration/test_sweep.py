@@ -203,7 +203,7 @@ def test_front_and_recommendation_follow_from_the_trials(swept):
         assert "note" in values or set(values) == set(trials[0]["params"]), values
 
 
-def test_a_killed_sweep_resumes_without_repeating_finished_trials(swept):
+def test_a_killed_sweep_resumes_without_repeating_finished_trials(swept, cli):
     first, results = swept.first, swept.results
     assert [t["state"] for t in first["trials"]] == ["complete"]
     trial0 = results["trials"][0]
@@ -217,10 +217,12 @@ def test_a_killed_sweep_resumes_without_repeating_finished_trials(swept):
     runs = sorted(p.name for p in (swept.out / "runs").iterdir())
     assert len(runs) == 3 == len(set(t["run_id"] for t in completed(results)))
     assert results["counts"] == {"complete": 3, "fail": 1}
-    # Run once more: every trial has ended, nothing trains.
-    assert main(["sweep", str(swept.config), "--out", str(swept.out), "--no-progress"]) == 0
+    # Run once more: every trial has ended, nothing trains; --json prints sweep.json, nothing else.
+    code, out, _ = cli("sweep", swept.config, "--out", swept.out, "--no-progress", "--json")
+    assert code == 0
     again = json.loads((swept.out / "sweep.json").read_text())
     assert [t["run_id"] for t in again["trials"]] == [t["run_id"] for t in results["trials"]]
+    assert json.loads(out)["trials"] == again["trials"]
 
 
 def test_sweep_page_renders_in_chromium(swept):

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from specialize.artifacts import atomic_write_text
+from specialize.cli.output import print_json
 from specialize.sweep.config import load_sweep
 from specialize.sweep.results import write_results
 from specialize.sweep.study import describe, run_sweep
@@ -30,13 +31,17 @@ def register(app: typer.Typer) -> None:
             "postgresql://user:pass@host/db; default: sqlite in the sweep folder.",
         ),
         progress: bool = typer.Option(True, help="Show progress bars."),
+        as_json: bool = typer.Option(False, "--json", help="Print sweep.json's content."),
     ) -> None:
         """Search recipe fields for the best specialist that still remembers (TPE or NSGA-II)."""
         sweep = load_sweep(config, set_)  # every config problem, before any trial starts
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "sweep-resolved.yaml", describe(sweep))
-        study = run_sweep(sweep, out, storage=storage, progress=progress)
+        study = run_sweep(sweep, out, storage=storage, progress=progress and not as_json)
         results = write_results(sweep, study, out)
+        if as_json:
+            print_json(console, results)
+            return
         console.print(trial_table(results))
         rec = results["recommendation"]
         if rec["trial"] is None:
