@@ -90,11 +90,14 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=16, help="questions per ladder task")
     parser.add_argument("--rounds", type=int, default=2, help="old/new alternations")
     parser.add_argument("--batch-size", type=int, help="new path's batch (default: today's)")
+    parser.add_argument("--only", help="workloads whose name contains this (e.g. policy)")
     args = parser.parse_args()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     print(f"threads {torch.get_num_threads()}, model {args.model}")
     for name, (prompts, new_tokens, today) in workloads(args.items).items():
+        if args.only and args.only not in name:
+            continue
         settings = GenerationSettings(max_new_tokens=new_tokens)
         shared = runner._shared_prefix([runner.prompt_ids(tokenizer, p) for p in prompts])
         times = {"old": 0.0, "new": 0.0}
