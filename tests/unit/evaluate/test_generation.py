@@ -131,3 +131,17 @@ def test_sampling_and_extra_processors_go_through_generate(tiny):
         assert not runner._plain_greedy(model, GenerationSettings())
     finally:
         model.generation_config.repetition_penalty = 1.0
+
+
+def test_greedy_replies_do_not_depend_on_the_batch_size(tiny):
+    model, tokenizer = tiny
+    prompts = [
+        [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}] for q in QUESTIONS
+    ]
+    settings = GenerationSettings(max_new_tokens=10)
+    replies = [
+        runner.generate_batch(model, tokenizer, prompts, settings, batch_size=size)
+        for size in (1, 2, 64)
+    ]
+    assert replies[0] == replies[1] == replies[2]
+    assert len(set(replies[0])) == len(prompts)  # the replies differ: rows were not mixed up
