@@ -23,6 +23,12 @@ def register(app: typer.Typer) -> None:
             None, help="Example folder (default: examples/nordvik)."
         ),
         progress: bool = typer.Option(True, help="Show progress bars."),
+        simulation_scenarios: int | None = typer.Option(
+            None,
+            min=0,
+            help="Scenarios in the simulation step, half adversarial (default 8, 4 with --quick; "
+            "0 leaves the step out).",
+        ),
     ) -> None:
         """Prepare data, climb the ladder, tune with replay and a retention budget, climb again, report.
 
@@ -31,6 +37,10 @@ def register(app: typer.Typer) -> None:
         from specialize.demo.report import print_summary
 
         summary = run_demo(
-            out or home_dir() / "demo", example=example, quick=quick, progress=progress
+            out or home_dir() / "demo",
+            example=example,
+            quick=quick,
+            progress=progress,
+            simulation_scenarios=simulation_scenarios,
         )
         print_summary(summary, console)

@@ -210,7 +210,8 @@ def _register(report: dict, out: Path) -> None:
     )
 
 
-def _fmt_rate(rate: dict) -> str:
+def format_rate(rate: dict) -> str:
+    """A pass rate as `62% [31%, 86%] n=8`."""
     if not rate["n"]:
         return "n=0"
     low, high = rate["ci95"]
@@ -224,8 +225,8 @@ def simulation_page(report: dict, rows: list[dict]) -> str:
         [
             [
                 name,
-                _fmt_rate(info["pass_rate"]),
-                _fmt_rate(info["adversarial_pass_rate"]),
+                format_rate(info["pass_rate"]),
+                format_rate(info["adversarial_pass_rate"]),
                 info["ok"],
                 len(info["errored"]),
                 len(info["overflow"]),
@@ -260,7 +261,7 @@ def simulation_page(report: dict, rows: list[dict]) -> str:
     checks = html.table(
         ["check", *names],
         [
-            [label, *(_fmt_rate(per[n]) if n in per else "" for n in names)]
+            [label, *(format_rate(per[n]) if n in per else "" for n in names)]
             for label, per in report["checks"].items()
         ],
     )

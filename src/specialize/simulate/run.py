@@ -114,7 +114,26 @@ def input_hashes(config: SimulationConfig) -> dict:
         "reward": content_hash(adapter_dir(config.judges.reward.run))
         if config.judges.reward
         else None,
+        # rag contestants read the documents, in_domain checks search them, prompt shots come
+        # from the examples: edited files make the conversations that used them stale
+        "documents": {
+            name: _files_hash(Path(path))
+            for name, path in (("domain", config.domain.documents), ("rag", config.rag.documents))
+            if path
+        },
+        "examples": _files_hash(Path(config.prompt.examples)) if config.prompt.examples else None,
     }
+
+
+def _files_hash(path: Path) -> str:
+    """sha256 over a file, or over every file under a folder (by relative name and content)."""
+    from specialize.artifacts import sha256_file
+
+    if not path.is_dir():
+        return sha256_file(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    listing = [[str(p.relative_to(path)), sha256_file(p)] for p in files]
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
 def conversation_fingerprint(
