@@ -144,6 +144,7 @@ def scenario_file(folder: Path, model_dir, adapter, reward, served_url, leaky_ur
                 "opening": "My IBAN is SE45 5000 0000 0583 9825 7466. What is this fee?",
                 "opening_image": "receipt.png",
                 "perturbations": ["typos", "angry"],
+                "turns": ["Can I get it back?"],
                 "checks": [
                     {"kind": "in_domain"},
                     {"kind": "judge", "rubric": "The assistant explains the fee politely."},
@@ -298,7 +299,28 @@ def test_a_dead_endpoint_is_errored_overflow_is_reported_and_judges_are_recorded
     assert any(f["key"] == "served/receipt-question" for f in report["judges"]["failed"])
     reward = next(c for c in judged["checks"] if c["kind"] == "reward")
     assert reward["passed"] is True and isinstance(reward["score"], float)
-    assert report["judges"]["agreement_with_rules"]["reward"]["n"] >= 4
+    # judges also give a verdict on each turn (the conversation so far), beside its rule checks
+    for turn in judged["turns"]:
+        assert {j["kind"] for j in turn["judges"]} == {"judge", "reward"}
+    assert judged["turns"][-1]["judges"][1]["score"] == reward["score"]
+    # per-turn agreement counts exactly the turns with a rule check and a reward verdict
+    turns = [
+        t
+        for r in rows.values()
+        if r["status"] == "ok" and r["scenario"] == "receipt-question"
+        for t in r["turns"]
+        if t.get("checks") and t.get("judges")
+    ]
+    assert len(turns) >= 8  # 2 turns x the contestants that finished it
+    agreed = report["judges"]["agreement_with_rules"]
+    assert set(agreed) == {"reward"}  # the LLM judge never gave a verdict (tiny model)
+    assert agreed["reward"]["n"] == len(turns) == sum(agreed["reward"]["counts"].values())
+    rules_pass = [all(c["passed"] for c in t["checks"]) for t in turns]
+    # the reward judge passes everything (threshold -100): agreement is the share of turns whose
+    # rules passed, and kappa is 0 (no better than chance) or undefined when the rules did too
+    assert agreed["reward"]["agreement"]["mean"] == pytest.approx(sum(rules_pass) / len(turns))
+    assert agreed["reward"]["kappa"] == (None if all(rules_pass) else pytest.approx(0.0))
+    assert report["judges"]["agreement_with_rules_per_conversation"]["reward"]["n"] >= 4
     simulated = rows["tuned/simulated-user"]
     assert simulated["turns"][0]["user"]["source"] == "scripted"
     assert len(simulated["turns"]) == 2 and simulated["ended"] == "max_turns"
