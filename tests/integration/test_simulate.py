@@ -302,7 +302,8 @@ def test_a_dead_endpoint_is_errored_overflow_is_reported_and_judges_are_recorded
     # judges also give a verdict on each turn (the conversation so far), beside its rule checks
     for turn in judged["turns"]:
         assert {j["kind"] for j in turn["judges"]} == {"judge", "reward"}
-    assert judged["turns"][-1]["judges"][1]["score"] == reward["score"]
+    last = {j["kind"]: j for j in judged["turns"][-1]["judges"]}
+    assert last["reward"]["score"] == reward["score"]  # the last turn's verdict decides
     # per-turn agreement counts exactly the turns with a rule check and a reward verdict
     turns = [
         t
@@ -403,12 +404,13 @@ def test_a_process_killed_mid_run_resumes_where_it_stopped(tiny_model_dir, tmp_p
         stderr=subprocess.DEVNULL,
     )
     transcripts = out / "transcripts.jsonl"
-    deadline = time.monotonic() + 120
+    # generous: on a loaded machine the child may take minutes to load and hold its first one
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline and process.poll() is None:
         if transcripts.is_file() and transcripts.read_text().count("\n") >= 1:
-            process.send_signal(signal.SIGKILL)
             break
         time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)  # never leave it running, whatever happened
     process.wait(30)
     before = [
         json.loads(line) for line in transcripts.read_text().splitlines() if line.endswith("}")
