@@ -55,9 +55,9 @@ def measure(args, batch_size: int, adapter: str) -> dict:
     # leaves its finished conversations, each with its share of the time, in transcripts.jsonl.
     out = Path(tempfile.mkdtemp(prefix=f"simulate-speed-b{batch_size}-"))
     print(f"transcripts: {out / 'transcripts.jsonl'}", flush=True)
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     report = run_simulation(config, out, scenario_file=args.file, progress=True)
-    seconds = time.monotonic() - started
+    seconds, cpu = time.monotonic() - started, time.process_time() - cpu
     rows = [json.loads(line) for line in (out / "transcripts.jsonl").read_text().splitlines()]
     held = sum(r["seconds"] for r in rows)  # turns, generation and checks; no loading
     per_contestant = {
@@ -73,6 +73,10 @@ def measure(args, batch_size: int, adapter: str) -> dict:
         "most_user_turns": max((len(r["turns"]) for r in rows), default=0),
         "seconds": round(seconds, 1),
         "seconds_per_conversation": round(seconds / max(1, conversations), 2),
+        # CPU seconds of this process (every thread): on a machine shared with other jobs, wall
+        # time measures the neighbours; this measures the work
+        "cpu_seconds": round(cpu, 1),
+        "cpu_seconds_per_conversation": round(cpu / max(1, conversations), 2),
         "setup_seconds": round(seconds - held, 1),
         "held_seconds_per_conversation": round(held / max(1, conversations), 2),
         "per_contestant": {
@@ -90,6 +94,7 @@ def measure(args, batch_size: int, adapter: str) -> dict:
     if conversations == full:
         result["whole_set_seconds"] = result["seconds"]
     else:  # a smaller run: setup once plus the measured time per conversation, for 96 of them
+        # (pessimistic: a smaller run's batches are smaller, so each conversation costs more)
         result["whole_set_seconds_projected"] = round(
             result["setup_seconds"] + result["held_seconds_per_conversation"] * full
         )
