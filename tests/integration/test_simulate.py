@@ -144,6 +144,7 @@ def scenario_file(folder: Path, model_dir, adapter, reward, served_url, leaky_ur
                 "opening": "My IBAN is SE45 5000 0000 0583 9825 7466. What is this fee?",
                 "opening_image": "receipt.png",
                 "perturbations": ["typos", "angry"],
+                "turns": ["Can I get it back?"],
                 "checks": [
                     {"kind": "in_domain"},
                     {"kind": "judge", "rubric": "The assistant explains the fee politely."},
@@ -298,7 +299,29 @@ def test_a_dead_endpoint_is_errored_overflow_is_reported_and_judges_are_recorded
     assert any(f["key"] == "served/receipt-question" for f in report["judges"]["failed"])
     reward = next(c for c in judged["checks"] if c["kind"] == "reward")
     assert reward["passed"] is True and isinstance(reward["score"], float)
-    assert report["judges"]["agreement_with_rules"]["reward"]["n"] >= 4
+    # judges also give a verdict on each turn (the conversation so far), beside its rule checks
+    for turn in judged["turns"]:
+        assert {j["kind"] for j in turn["judges"]} == {"judge", "reward"}
+    last = {j["kind"]: j for j in judged["turns"][-1]["judges"]}
+    assert last["reward"]["score"] == reward["score"]  # the last turn's verdict decides
+    # per-turn agreement counts exactly the turns with a rule check and a reward verdict
+    turns = [
+        t
+        for r in rows.values()
+        if r["status"] == "ok" and r["scenario"] == "receipt-question"
+        for t in r["turns"]
+        if t.get("checks") and t.get("judges")
+    ]
+    assert len(turns) >= 8  # 2 turns x the contestants that finished it
+    agreed = report["judges"]["agreement_with_rules"]
+    assert set(agreed) == {"reward"}  # the LLM judge never gave a verdict (tiny model)
+    assert agreed["reward"]["n"] == len(turns) == sum(agreed["reward"]["counts"].values())
+    rules_pass = [all(c["passed"] for c in t["checks"]) for t in turns]
+    # the reward judge passes everything (threshold -100): agreement is the share of turns whose
+    # rules passed, and kappa is 0 (no better than chance) or undefined when the rules did too
+    assert agreed["reward"]["agreement"]["mean"] == pytest.approx(sum(rules_pass) / len(turns))
+    assert agreed["reward"]["kappa"] == (None if all(rules_pass) else pytest.approx(0.0))
+    assert report["judges"]["agreement_with_rules_per_conversation"]["reward"]["n"] >= 4
     simulated = rows["tuned/simulated-user"]
     assert simulated["turns"][0]["user"]["source"] == "scripted"
     assert len(simulated["turns"]) == 2 and simulated["ended"] == "max_turns"
@@ -381,12 +404,13 @@ def test_a_process_killed_mid_run_resumes_where_it_stopped(tiny_model_dir, tmp_p
         stderr=subprocess.DEVNULL,
     )
     transcripts = out / "transcripts.jsonl"
-    deadline = time.monotonic() + 120
+    # generous: on a loaded machine the child may take minutes to load and hold its first one
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline and process.poll() is None:
         if transcripts.is_file() and transcripts.read_text().count("\n") >= 1:
-            process.send_signal(signal.SIGKILL)
             break
         time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)  # never leave it running, whatever happened
     process.wait(30)
     before = [
         json.loads(line) for line in transcripts.read_text().splitlines() if line.endswith("}")

@@ -25,6 +25,12 @@ def register(app: typer.Typer) -> None:
         ),
         progress: bool = typer.Option(True, help="Show progress bars."),
         as_json: bool = typer.Option(False, "--json", help="Print demo.json's content."),
+        simulation_scenarios: int | None = typer.Option(
+            None,
+            min=0,
+            help="Scenarios in the simulation step, half adversarial (default 8, 4 with --quick; "
+            "0 leaves the step out).",
+        ),
     ) -> None:
         """Prepare data, climb the ladder, tune with replay and a retention budget, climb again, report.
 
@@ -37,6 +43,7 @@ def register(app: typer.Typer) -> None:
             example=example,
             quick=quick,
             progress=progress and not as_json,
+            simulation_scenarios=simulation_scenarios,
         )
         if as_json:
             print_json(console, summary)

@@ -5,7 +5,9 @@
   3. LoRA SFT with replay, validation early stopping and a retention budget probed at checkpoints;
      the retention suite (core) measured on the result, base beside it
   4. the final ladder: the same items with the tuned adapter, alone and with retrieval
-  5. one HTML report and a terminal summary
+  5. a bounded simulation: a few scripted scenarios of examples/nordvik/scenarios.yaml, half of
+     them adversarial, held by the engineered prompt and the tuned adapter (paired, McNemar)
+  6. one HTML report and a terminal summary
 
 Every step is keyed by the hash of what it reads (steps.json), so a re-run re-uses finished steps
 and an interrupted training run is resumed from its last checkpoint.
@@ -36,7 +38,12 @@ QUICK = {
     "eval": {"every_steps": 2},
     "replay_rows": 16,
     "probe_items": 10,
+    "simulation_scenarios": 4,
 }
+# The simulation step: how many scenarios (half adversarial) and how long an assistant turn is.
+# Both keep it to about two minutes of CPU on the default model.
+SIMULATION_SCENARIOS = 8
+SIMULATION_REPLY_TOKENS = 48
 
 
 def run_demo(
@@ -46,15 +53,19 @@ def run_demo(
     quick: bool = False,
     model: str | None = None,
     progress: bool = True,
+    simulation_scenarios: int | None = None,
 ) -> dict:
     """Run (or re-use) every step; write report.html; return the summary the terminal shows.
 
-    `model` replaces the example's model everywhere (tests use a tiny one)."""
+    `model` replaces the example's model everywhere (tests use a tiny one). `simulation_scenarios`
+    bounds the simulation step (default 8, 4 with `quick`; 0 leaves it out)."""
     from specialize.models.catalog import DEFAULT_MODEL
     from specialize.models.loading import content_hash, resolve_model
 
     out = Path(out).resolve()
-    example = _example_dir(example)
+    if simulation_scenarios is None:
+        simulation_scenarios = QUICK["simulation_scenarios"] if quick else SIMULATION_SCENARIOS
+    example = _example_dir(example, simulation=simulation_scenarios > 0)
     out.mkdir(parents=True, exist_ok=True)
     steps = Steps(out)
     model = model or DEFAULT_MODEL
@@ -69,6 +80,11 @@ def run_demo(
     baseline = _ladder(steps, example, out, data, model, model_hash, quick, progress, tuned=None)
     run_dir = _train(steps, example, out, data, model, model_hash, quick, progress)
     final = _ladder(steps, example, out, data, model, model_hash, quick, progress, tuned=run_dir)
+    simulation = None
+    if simulation_scenarios > 0:
+        simulation = _simulate(
+            steps, example, out, data, model, model_hash, run_dir, simulation_scenarios, progress
+        )
     summary = {
         "quick": quick,
         "out": str(out),
@@ -77,6 +93,7 @@ def run_demo(
         "baseline_ladder": str(out / "ladder-before" / "ladder.json"),
         "ladder": str(out / "ladder" / "ladder.json"),
         "run": str(run_dir),
+        "simulation": simulation,
         "steps": [
             {"name": r.name, "seconds": r.seconds, "reused": r.reused} for r in steps.results
         ],
@@ -88,15 +105,17 @@ def run_demo(
     return summary
 
 
-def _example_dir(example: Path | None) -> Path:
+def _example_dir(example: Path | None, *, simulation: bool = True) -> Path:
     folder = Path(example) if example else EXAMPLE
     needed = ["data.yaml", "ladder.yaml", "sft.yaml", "docs"]
     missing = [name for name in needed if not (folder / name).exists()]
+    if simulation and not (folder / "scenarios.yaml").is_file():
+        missing.append("scenarios.yaml (or pass --simulation-scenarios 0)")
     if missing:
         raise NotFoundError(
             f"the demo example is incomplete (missing {', '.join(missing)})",
             where=str(folder),
-            fix="run from a clone of the repository, or pass --example DIR with data.yaml, ladder.yaml, sft.yaml and docs/",
+            fix="run from a clone of the repository, or pass --example DIR with data.yaml, ladder.yaml, sft.yaml, scenarios.yaml and docs/",
         )
     return folder
 
@@ -196,3 +215,48 @@ def _train(steps, example, out, data, model, model_hash, quick, progress) -> Pat
         done=finished,
     )
     return run_dir
+
+
+def demo_scenarios(scenarios: list, size: int) -> list:
+    """The first `size` scripted scenarios in file order, half of them adversarial (by the
+    scenario's `adversarial` field); a group that runs short is filled from the other. Simulated
+    users are left out: each of their turns would cost a generation of its own."""
+    scripted = [s for s in scenarios if not s.simulated]
+    hostile = [s for s in scripted if s.adversarial]
+    everyday = [s for s in scripted if not s.adversarial]
+    take_hostile = min(len(hostile), max(size // 2, size - len(everyday)))
+    chosen = {s.name for s in hostile[:take_hostile] + everyday[: size - take_hostile]}
+    return [s for s in scripted if s.name in chosen]
+
+
+def _simulate(steps, example, out, data, model, model_hash, run_dir, size, progress) -> str:
+    """The engineered prompt and the tuned adapter in the same scripted conversations."""
+    from specialize.simulate.config import Contestant, load_scenarios
+    from specialize.simulate.run import run_simulation
+
+    scenario_file = example / "scenarios.yaml"
+    config = load_scenarios(
+        scenario_file, [f"model={model}", f"reply_tokens={SIMULATION_REPLY_TOKENS}"]
+    )
+    config.scenarios = demo_scenarios(config.scenarios, size)
+    config.prompt.examples = str(data / "train.jsonl")  # the ladder's few-shot pool, as prepared
+    config.contestants = [c for c in config.contestants if c.kind == "prompt"][:1] + [
+        Contestant(name="tuned", kind="tuned", adapter=str(run_dir))
+    ]
+    folder = out / "simulation"
+    inputs = [scenario_file, Path(config.prompt.examples), run_dir / "adapter"]
+    inputs += [Path(p) for p in (config.domain.documents, config.rag.documents) if p]
+    key = fingerprint("simulate", dump_config(config), model_hash, *inputs)
+
+    def compute() -> str:
+        # Finished conversations in transcripts.jsonl are re-used by the simulation itself, so an
+        # interrupted step resumes where it stopped.
+        run_simulation(config, folder, scenario_file=scenario_file, progress=progress)
+        return str(folder / "simulation.json")
+
+    return steps.run(
+        "simulation: prompt and tuned in scripted scenarios, half adversarial",
+        key,
+        compute,
+        done=lambda: (folder / "simulation.json").is_file(),
+    )

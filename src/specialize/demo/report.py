@@ -3,6 +3,7 @@ terminal summary."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from specialize.artifacts import (
@@ -13,6 +14,7 @@ from specialize.artifacts import (
     atomic_write_text,
 )
 from specialize.ladder.report import ladder_section, ladder_table, verdict
+from specialize.simulate.report import format_rate
 from specialize.track.html import page, paragraph, section, table
 from specialize.track.report import curve_images, retention_section
 from specialize.track.rundir import open_run_dir
@@ -32,6 +34,7 @@ def write_report(summary: dict, baseline: dict, final: dict) -> Path:
         ladder_section(final),
         _verdicts(baseline, final),
         retention_section(retention),
+        _simulation(summary),
         _training(run, record),
         _provenance(summary, final, run),
         subtitle=(
@@ -109,6 +112,61 @@ def _verdicts(baseline: dict, final: dict) -> str:
     )
 
 
+def simulation_rows(simulation: dict) -> tuple[list[list], list[list]]:
+    """(per contestant: pass rates with n and Wilson CI; per pair: McNemar on shared scenarios)."""
+    rates = [
+        [
+            name,
+            format_rate(info["pass_rate"]),
+            format_rate(info["adversarial_pass_rate"]),
+            len(info["errored"]) + len(info["overflow"]),
+        ]
+        for name, info in simulation["contestants"].items()
+    ]
+    pairs = [
+        [
+            f"{p['second']} vs {p['first']}",
+            f"{p['delta']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]",
+            p["n"],
+            f"{p['only_first_passed']} / {p['only_second_passed']}",
+            f"{p['p_value']:.3g}",
+            "significant" if p["significant"] else "not significant",
+        ]
+        for p in simulation["paired"]
+    ]
+    return rates, pairs
+
+
+RATE_HEADERS = ["contestant", "pass rate (95% CI, n)", "adversarial", "errored / overflow"]
+PAIR_HEADERS = [
+    "comparison",
+    "difference in pass rate (95% CI)",
+    "n scenarios",
+    "only first / only second passed",
+    "p (McNemar exact)",
+    "verdict",
+]
+
+
+def _simulation(summary: dict) -> str:
+    if not summary.get("simulation"):
+        return ""
+    path = Path(summary["simulation"])
+    simulation = json.loads(path.read_text(encoding="utf-8"))
+    rates, pairs = simulation_rows(simulation)
+    return section(
+        "Simulation",
+        paragraph(
+            f"{simulation['n_scenarios']} scripted scenarios of {simulation['scenario_file']} "
+            "(half of them adversarial), the same user turns for every contestant. A conversation "
+            "passes when every one of its checks passes."
+        ),
+        table(RATE_HEADERS, rates),
+        table(PAIR_HEADERS, pairs) if pairs else paragraph("fewer than two contestants", "muted"),
+        paragraph(f"Transcripts side by side: {path.parent / 'simulation.html'}", "muted"),
+    )
+
+
 def _training(run: Path, record: RunRecord) -> str:
     outcome = record.outcome
     chosen = "; ".join(f"{k}: {v}" for k, v in record.chosen.items() if k != "probe")
@@ -139,6 +197,12 @@ def _provenance(summary: dict, final: dict, run: Path) -> str:
         ["environment", str(run / "env.json")],
         ["step ledger", str(Path(summary["out"]) / "steps.json")],
     ]
+    if summary.get("simulation"):
+        simulation = Path(summary["simulation"])
+        files += [
+            ["simulation", str(simulation)],
+            ["simulation transcripts", str(simulation.parent / "transcripts.jsonl")],
+        ]
     return section("Where every number came from", table(["what", "file"], files))
 
 
@@ -156,4 +220,14 @@ def print_summary(summary: dict, console) -> None:
     console.print(ladder_table(LadderRecord.read(summary["ladder"]).to_dict()))
     if retention:
         console.print(f"retention (core): {retention.verdict}")
+    if summary.get("simulation"):
+        rates, pairs = simulation_rows(json.loads(Path(summary["simulation"]).read_text()))
+        simulated = Table(title="Simulation")
+        for column in RATE_HEADERS:
+            simulated.add_column(column)
+        for row in rates:
+            simulated.add_row(*[str(c) for c in row])
+        console.print(simulated)
+        for pair in pairs:
+            console.print(f"  {pair[0]}: {pair[1]}, n={pair[2]}, p={pair[4]} ({pair[5]})")
     console.print(f"report: {summary['report']}")

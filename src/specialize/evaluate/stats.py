@@ -118,3 +118,62 @@ def _sign_flip_p(diff: np.ndarray, seed: int) -> float:
     signs = rng.choice([-1.0, 1.0], size=(BOOTSTRAP_SAMPLES, diff.size))
     flipped = np.abs((signs * diff).mean(axis=1))
     return float((np.sum(flipped >= observed - 1e-12) + 1) / (BOOTSTRAP_SAMPLES + 1))
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How often two pass/fail raters agree on the same items: raw agreement with its Wilson
+    interval, and Cohen's kappa (agreement beyond chance) with a bootstrap interval. Kappa is None
+    when it is undefined: both raters gave one and the same verdict to every item."""
+
+    agreement: Estimate
+    kappa: float | None
+    kappa_ci95: tuple[float, float] | None
+    n: int
+    counts: dict  # both_pass, both_fail, only_first_pass, only_second_pass
+
+    def as_dict(self) -> dict:
+        return {
+            "n": self.n,
+            "agreement": self.agreement.as_dict(),
+            "kappa": self.kappa,
+            "kappa_ci95": list(self.kappa_ci95) if self.kappa_ci95 else None,
+            "kappa_ci_method": "bootstrap" if self.kappa_ci95 else None,
+            "counts": self.counts,
+        }
+
+
+def agreement(first: list[bool], second: list[bool], seed: int = 0) -> Agreement:
+    """Return the agreement of two raters' verdicts on the same items (see `Agreement`)."""
+    a, b = np.asarray(first, dtype=bool), np.asarray(second, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError("agreement needs both raters' verdicts on the same items")
+    n = int(a.size)
+    counts = {
+        "both_pass": int((a & b).sum()),
+        "both_fail": int((~a & ~b).sum()),
+        "only_first_pass": int((a & ~b).sum()),
+        "only_second_pass": int((~a & b).sum()),
+    }
+    raw = wilson(counts["both_pass"] + counts["both_fail"], n)
+    kappa = _kappa(a, b)
+    interval = None
+    if kappa is not None:
+        rng = np.random.default_rng(seed)
+        draws = rng.integers(0, n, size=(BOOTSTRAP_SAMPLES, n))
+        kappas = [k for k in (_kappa(a[d], b[d]) for d in draws) if k is not None]
+        if len(kappas) >= BOOTSTRAP_SAMPLES // 2:  # too few defined resamples: no honest interval
+            low, high = np.percentile(kappas, [2.5, 97.5])
+            interval = (float(low), float(high))
+    return Agreement(raw, kappa, interval, n, counts)
+
+
+def _kappa(a: np.ndarray, b: np.ndarray) -> float | None:
+    if a.size == 0:
+        return None
+    observed = float((a == b).mean())
+    pa, pb = float(a.mean()), float(b.mean())
+    chance = pa * pb + (1 - pa) * (1 - pb)
+    if chance >= 1.0 - 1e-12:
+        return None
+    return (observed - chance) / (1 - chance)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from specialize.artifacts import (
     LadderRecord,
-    RunRecord,
     atomic_write_json,
     atomic_write_text,
     sha256_file,
@@ -28,10 +27,8 @@ from specialize.data.retrieval import DocumentRetriever
 from specialize.evaluate.metrics import BINARY_METRICS, GENERATIVE_METRICS
 from specialize.evaluate.runner import generate_batch, prompt_ids
 from specialize.evaluate.skew import (
-    TrainingFormat,
     check_skew,
     conform,
-    run_dir_of,
     training_format,
 )
 from specialize.evaluate.stats import estimate
@@ -40,22 +37,12 @@ from specialize.home import cache_dir
 from specialize.ladder.config import RUNG_ORDER, LadderConfig, TaskConfig
 from specialize.ladder.decision import recommend
 from specialize.ladder.prompts import ExamplePool, RungPrompts
+from specialize.ladder.rungs import Adapter, LazyModels, adapter_from_spec
 from specialize.models.generation import GenerationSettings
-from specialize.models.loading import adapter_dir, content_hash, resolve_model
+from specialize.models.loading import content_hash, resolve_model
 
 log = logging.getLogger(__name__)
 LADDER_SCHEMA_VERSION = LadderRecord.schema_version
-
-
-@dataclass
-class Adapter:
-    name: str
-    path: Path  # the PEFT adapter folder
-    content_hash: str
-    training_seconds: float | None  # from the run record, when the adapter came from a run
-    source: Path | None = None  # the run or adapter directory the config named
-    raft: dict | None = None  # the run's data.raft: tuned+rag then shows context as it trained
-    training: TrainingFormat | None = None  # the layout of its training rows (skew check)
 
 
 @dataclass
@@ -100,7 +87,7 @@ def run_ladder(
     for adapter in {id(r.adapter): r.adapter for r in rungs if r.adapter}.values():
         adapter.training = training_format(adapter.source, config.model)
     skew = _skew_checks(config, rungs, ingredients)
-    models = _LazyModels(config.model, [r.adapter for r in rungs if r.adapter])
+    models = LazyModels(config.model, [r.adapter for r in rungs if r.adapter])
     results: dict[str, dict[str, dict]] = {}
     for rung in rungs:
         results[rung.name] = {}
@@ -230,7 +217,7 @@ def _documents_hash(retriever: DocumentRetriever | None) -> str | None:
 
 
 def _rungs(config: LadderConfig, ingredients: Ingredients) -> list[Rung]:
-    adapters = [_adapter(spec) for spec in config.tuned.adapters]
+    adapters = [adapter_from_spec(spec) for spec in config.tuned.adapters]
     several = len(adapters) > 1
     rungs = []
     for kind in RUNG_ORDER:
@@ -284,29 +271,6 @@ def _messages(config: LadderConfig, rung: Rung, prompts: RungPrompts, item: Eval
     return messages
 
 
-def _adapter(spec: str) -> Adapter:
-    name, sep, path = spec.partition("=")
-    source = Path(path if sep else spec).expanduser()
-    folder = adapter_dir(source)
-    record = source / "run.json"
-    seconds = RunRecord.read(record).duration_s if record.is_file() else None
-    label = (
-        name if sep else (source.name if folder != source else folder.parent.name or folder.name)
-    )
-    return Adapter(label, folder, content_hash(folder), seconds, source, _raft_of(source))
-
-
-def _raft_of(source: Path) -> dict | None:
-    """The data.raft settings of the run an adapter came from (None when it trained without)."""
-    import yaml
-
-    run = run_dir_of(source)
-    config = run / "config.yaml" if run else None
-    if config is None or not config.is_file():
-        return None
-    return ((yaml.safe_load(config.read_text()) or {}).get("data") or {}).get("raft")
-
-
 def _context_settings(config: LadderConfig, rung: Rung) -> dict:
     """How many chunks of how many words a rag rung shows: a RAFT adapter's own training settings."""
     raft = rung.adapter.raft if rung.adapter and rung.kind == "tuned+rag" else None
@@ -344,44 +308,8 @@ def _result_key(
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:24]
 
 
-class _LazyModels:
-    """The base model with every adapter attached, loaded on first use only."""
-
-    def __init__(self, model_ref: str, adapters: list[Adapter]):
-        self.model_ref = model_ref
-        self.adapters = {a.name: a for a in adapters}
-        self._loaded = None
-
-    def get(self, adapter: Adapter | None):
-        from contextlib import nullcontext
-
-        if self._loaded is None:
-            self._loaded = self._load()
-        model, tokenizer = self._loaded
-        if not self.adapters:
-            return model, tokenizer, nullcontext()
-        if adapter is None:
-            return model, tokenizer, model.disable_adapter()
-        model.set_adapter(adapter.name)
-        return model, tokenizer, nullcontext()
-
-    def _load(self):
-        from peft import PeftModel
-
-        from specialize.models.loading import load_model
-
-        model, tokenizer = load_model(self.model_ref)
-        for index, adapter in enumerate(self.adapters.values()):
-            if index == 0:
-                model = PeftModel.from_pretrained(model, adapter.path, adapter_name=adapter.name)
-            else:
-                model.load_adapter(adapter.path, adapter_name=adapter.name)
-        model.eval()
-        return model, tokenizer
-
-
 def _evaluate(
-    models: _LazyModels, rung: Rung, task: TaskConfig, ingredients: Ingredients, config, progress
+    models: LazyModels, rung: Rung, task: TaskConfig, ingredients: Ingredients, config, progress
 ) -> dict:
     items = ingredients.tasks[task.name]
     shown = _context_settings(config, rung)

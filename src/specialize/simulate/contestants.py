@@ -12,7 +12,7 @@ from specialize.evaluate.tasks import EvalItem
 from specialize.ladder.config import TaskConfig
 from specialize.ladder.prompts import ExamplePool, RungPrompts
 from specialize.ladder.retrieval import DocumentRetriever
-from specialize.ladder.run import Adapter, _adapter, _LazyModels
+from specialize.ladder.rungs import Adapter, LazyModels, adapter_from_spec
 from specialize.models.generation import GenerationSettings
 from specialize.simulate.config import Contestant, SimulationConfig
 from specialize.simulate.endpoint import EndpointError, chat_completion
@@ -43,12 +43,12 @@ class Contestants:
     def __init__(self, config: SimulationConfig):
         self.config = config
         self.adapters: dict[str, Adapter] = {
-            c.name: _adapter(f"{_safe(c.name)}={c.adapter}")
+            c.name: adapter_from_spec(f"{_safe(c.name)}={c.adapter}")
             for c in config.contestants
             if c.adapter
         }
         local = any(c.kind != "endpoint" for c in config.contestants)
-        self.models = _LazyModels(config.model, list(self.adapters.values())) if local else None
+        self.models = LazyModels(config.model, list(self.adapters.values())) if local else None
         kinds = {c.kind for c in config.contestants}
         self.pool = (
             ExamplePool(config.prompt.examples)

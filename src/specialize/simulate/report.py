@@ -13,13 +13,14 @@ from specialize.artifacts import (
     atomic_write_text,
     sha256_file,
 )
-from specialize.evaluate.stats import paired_difference, wilson
+from specialize.evaluate.stats import agreement, paired_difference, wilson
 from specialize.simulate.config import TURN_CHECKS, Scenario, SimulationConfig
 from specialize.simulate.run import TRANSCRIPTS, conversation_fingerprint
 from specialize.track import html
 from specialize.track.plots import intervals_png
 
 SIMULATION_SCHEMA_VERSION = SimulationRecord.schema_version
+JUDGE_KINDS = ("judge", "reward")
 
 
 def current_transcripts(
@@ -73,7 +74,7 @@ def summarise(config: SimulationConfig, rows: list[dict]) -> dict:
         },
         "scenarios": scenarios,
         "paired": _paired(names, by_contestant),
-        "judges": _judges(rows),
+        "judges": judge_report(rows),
     }
 
 
@@ -132,27 +133,47 @@ def _paired(names: list[str], by_contestant: dict[str, list[dict]]) -> list[dict
     return comparisons
 
 
-def _judges(rows: list[dict]) -> dict:
-    """Judge failures, and how often a judge agrees with the rule checks of the same conversation."""
-    failures, agreement = [], {"judge": [], "reward": []}
+def judge_report(rows: list[dict]) -> dict:
+    """Judge failures, and how often each judge agrees with the rule checks.
+
+    Per turn (the main measure): on every assistant turn with both a judge's verdict (on the
+    conversation so far) and at least one rule check, the judge's pass against "every rule check of
+    this turn passed". Per conversation: the judge's final verdict against all rule checks."""
+    failures = []
+    per_turn: dict[str, tuple[list[bool], list[bool]]] = {}
+    per_conversation: dict[str, tuple[list[bool], list[bool]]] = {}
     for row in rows:
         if row["status"] != "ok":
             continue
-        rules = [c for c in row["checks"] if c["kind"] not in ("judge", "reward")]
+        rules = [c for c in row["checks"] if c["kind"] not in JUDGE_KINDS]
         for check in row["checks"]:
-            if check["kind"] not in agreement:
+            if check["kind"] not in JUDGE_KINDS:
                 continue
             if check.get("judge_failed"):
                 failures.append(
                     {"key": row["key"], "reason": check["reason"], "raw": check.get("raw")}
                 )
             elif rules:
-                agreement[check["kind"]].append(
-                    float(check["passed"] == all(c["passed"] for c in rules))
-                )
+                judged, ruled = per_conversation.setdefault(check["kind"], ([], []))
+                judged.append(bool(check["passed"]))
+                ruled.append(all(c["passed"] for c in rules))
+        for turn in row["turns"]:
+            turn_rules = turn.get("checks") or []
+            for verdict in turn.get("judges") or []:
+                if verdict.get("judge_failed") or not turn_rules:
+                    continue
+                judged, ruled = per_turn.setdefault(verdict["kind"], ([], []))
+                judged.append(bool(verdict["passed"]))
+                ruled.append(all(c["passed"] for c in turn_rules))
     return {
         "failed": failures,
-        "agreement_with_rules": {k: _rate(v) for k, v in agreement.items() if v},
+        "agreement_with_rules": {k: agreement(*v).as_dict() for k, v in per_turn.items()},
+        "agreement_with_rules_per_conversation": {
+            k: agreement(*v).as_dict() for k, v in per_conversation.items()
+        },
+        "agreement_rule": "per turn: the judge's verdict on the conversation up to that turn "
+        "against every rule check of that turn passing; Cohen's kappa (None when undefined: "
+        "one verdict throughout) with a bootstrap 95% CI, raw agreement with a Wilson 95% CI",
     }
 
 
@@ -210,7 +231,8 @@ def _register(report: dict, out: Path) -> None:
     )
 
 
-def _fmt_rate(rate: dict) -> str:
+def format_rate(rate: dict) -> str:
+    """A pass rate as `62% [31%, 86%] n=8`."""
     if not rate["n"]:
         return "n=0"
     low, high = rate["ci95"]
@@ -224,8 +246,8 @@ def simulation_page(report: dict, rows: list[dict]) -> str:
         [
             [
                 name,
-                _fmt_rate(info["pass_rate"]),
-                _fmt_rate(info["adversarial_pass_rate"]),
+                format_rate(info["pass_rate"]),
+                format_rate(info["adversarial_pass_rate"]),
                 info["ok"],
                 len(info["errored"]),
                 len(info["overflow"]),
@@ -260,7 +282,7 @@ def simulation_page(report: dict, rows: list[dict]) -> str:
     checks = html.table(
         ["check", *names],
         [
-            [label, *(_fmt_rate(per[n]) if n in per else "" for n in names)]
+            [label, *(format_rate(per[n]) if n in per else "" for n in names)]
             for label, per in report["checks"].items()
         ],
     )
@@ -306,6 +328,8 @@ def simulation_page(report: dict, rows: list[dict]) -> str:
             paired if report["paired"] else html.paragraph("fewer than two contestants", "muted"),
         ),
     ]
+    if report["judges"]["agreement_with_rules"]:
+        sections.append(_agreement_section(report["judges"]))
     if problems:
         sections.append(
             html.section(
@@ -321,6 +345,47 @@ def simulation_page(report: dict, rows: list[dict]) -> str:
             subtitle=f"{report['n_scenarios']} scenarios, model {report['model']}, seed {report['seed']}, "
             f"scenario file sha256 {report['scenario_file_sha256']}",
         )
+    )
+
+
+def _agreement_section(judges: dict) -> str:
+    rows = []
+    for scope, key in (
+        ("per turn", "agreement_with_rules"),
+        ("per conversation", "agreement_with_rules_per_conversation"),
+    ):
+        for kind, found in judges[key].items():
+            kappa = found["kappa"]
+            interval = found["kappa_ci95"]
+            rows.append(
+                [
+                    kind,
+                    scope,
+                    found["n"],
+                    format_rate(found["agreement"]),
+                    "undefined (one verdict throughout)"
+                    if kappa is None
+                    else f"{kappa:.2f}"
+                    + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else ""),
+                    "{both_pass} / {both_fail} / {only_first_pass} / {only_second_pass}".format(
+                        **found["counts"]
+                    ),
+                ]
+            )
+    return html.section(
+        "Judges against the rule checks",
+        html.table(
+            [
+                "judge",
+                "where",
+                "n",
+                "agreement (95% CI)",
+                "Cohen's kappa (95% CI)",
+                "both pass / both fail / only judge / only rules",
+            ],
+            rows,
+        ),
+        html.paragraph(judges["agreement_rule"], "muted"),
     )
 
 
@@ -364,6 +429,12 @@ def _conversation_html(row: dict) -> str:
             out += [
                 f'<div class="bad">✗ {html.esc(c["check"])}: {html.esc(c["reason"])}</div>'
                 for c in failed
+            ]
+            out += [
+                f'<div class="muted">{html.esc(j["check"])} on the conversation so far: '
+                f"{'failed to judge' if j.get('judge_failed') else 'pass' if j['passed'] else 'fail'}"
+                f" ({html.esc(j['reason'])})</div>"
+                for j in turn.get("judges", [])
             ]
     for check in row["checks"]:
         if check["kind"] not in TURN_CHECKS:  # turn checks are shown under their turn

@@ -114,7 +114,26 @@ def input_hashes(config: SimulationConfig) -> dict:
         "reward": content_hash(adapter_dir(config.judges.reward.run))
         if config.judges.reward
         else None,
+        # rag contestants read the documents, in_domain checks search them, prompt shots come
+        # from the examples: edited files make the conversations that used them stale
+        "documents": {
+            name: _files_hash(Path(path))
+            for name, path in (("domain", config.domain.documents), ("rag", config.rag.documents))
+            if path
+        },
+        "examples": _files_hash(Path(config.prompt.examples)) if config.prompt.examples else None,
     }
+
+
+def _files_hash(path: Path) -> str:
+    """sha256 over a file, or over every file under a folder (by relative name and content)."""
+    from specialize.artifacts import sha256_file
+
+    if not path.is_dir():
+        return sha256_file(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    listing = [[str(p.relative_to(path)), sha256_file(p)] for p in files]
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
 def conversation_fingerprint(
@@ -364,6 +383,8 @@ class Judging:
         return lambda text: bool(self._retriever.search(text, 1))
 
     def _reward_checks(self, conversations: list[Conversation]) -> None:
+        """Score the conversation as it stood after each assistant turn: the last score decides
+        the check; the earlier ones are that turn's verdict (for agreement with the rules)."""
         wanted = [
             (c, i) for c in conversations for i, r in enumerate(c.checks) if r["kind"] == "reward"
         ]
@@ -373,10 +394,17 @@ class Judging:
             from specialize.simulate.judges import RewardScorer
 
             self._reward = RewardScorer(self.config.judges.reward, self.config.model)
-        scores = self._reward.scores([self._judged_messages(c) for c, _ in wanted])
-        for (conversation, index), score in zip(wanted, scores, strict=True):
+        prefixes = [(c, i, p) for c, i in wanted for p in _turn_prefixes(c)]
+        scores = self._reward.scores([self._judged_messages(p) for _, _, p in prefixes])
+        verdicts: dict[tuple[int, int], list[dict]] = {}
+        for (conversation, index, _), score in zip(prefixes, scores, strict=True):
             check = conversation.scenario.checks[index]
-            conversation.checks[index].update(self._reward.verdict(score, check.threshold))
+            verdict = self._reward.verdict(score, check.threshold)
+            verdicts.setdefault((id(conversation), index), []).append(verdict)
+        for conversation, index in wanted:
+            per_turn = verdicts[(id(conversation), index)]
+            _record_turn_verdicts(conversation, index, per_turn)
+            conversation.checks[index].update(per_turn[-1])
 
     def _llm_checks(self, conversations: list[Conversation]) -> None:
         from specialize.simulate.judges import llm_verdict
@@ -385,11 +413,32 @@ class Judging:
             for index, result in enumerate(conversation.checks):
                 if result["kind"] == "judge":
                     rubric = conversation.scenario.checks[index].rubric or ""
-                    result.update(llm_verdict(self.config.judges.llm, rubric, conversation.history))
+                    per_turn = [
+                        llm_verdict(self.config.judges.llm, rubric, prefix)
+                        for prefix in _turn_prefixes(conversation)
+                    ]
+                    _record_turn_verdicts(conversation, index, per_turn)
+                    result.update(per_turn[-1])
 
-    def _judged_messages(self, conversation: Conversation) -> list[dict]:
+    def _judged_messages(self, history: list[dict]) -> list[dict]:
         system = self.config.domain.system
-        return ([{"role": "system", "content": system}] if system else []) + conversation.history
+        return ([{"role": "system", "content": system}] if system else []) + history
+
+
+def _turn_prefixes(conversation: Conversation) -> list[list[dict]]:
+    """The conversation as it stood after each assistant turn (the last one is all of it)."""
+    ends = [i + 1 for i, m in enumerate(conversation.history) if m["role"] == "assistant"]
+    return [conversation.history[:end] for end in ends] or [conversation.history]
+
+
+def _record_turn_verdicts(conversation: Conversation, index: int, verdicts: list[dict]) -> None:
+    """Each turn gets the judge's verdict on the conversation so far, beside its rule checks."""
+    check = conversation.checks[index]
+    answered = [t for t in conversation.turns if t["assistant"] is not None]
+    for record, verdict in zip(answered, verdicts, strict=False):  # no reply: nothing to record
+        record.setdefault("judges", []).append(
+            {"check": check["check"], "kind": check["kind"], **verdict}
+        )
 
 
 def _transcript(config: SimulationConfig, c: Conversation) -> dict:

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from specialize.demo.pipeline import EXAMPLE, run_demo
+from specialize.demo.pipeline import EXAMPLE, demo_scenarios, run_demo
 from specialize.demo.steps import Steps, fingerprint
 from specialize.errors import NotFoundError
 
@@ -18,6 +18,9 @@ def example(tmp_path):
     return folder
 
 
+SIMULATION_STEP = "simulation: prompt and tuned in scripted scenarios, half adversarial"
+
+
 def _steps(summary):
     return {s["name"]: s["reused"] for s in summary["steps"]}
 
@@ -26,12 +29,14 @@ def test_the_demo_runs_every_step_then_reuses_them(example, tiny_model_dir, tmp_
     out = tmp_path / "demo"
     first = run_demo(out, example=example, quick=True, model=str(tiny_model_dir), progress=False)
     assert not any(_steps(first).values())
-    assert len(first["steps"]) == 5
+    assert len(first["steps"]) == 6
     report = (out / "report.html").read_text()
     for heading in (
         "Steps and time",
         "The ladder",
         "Retention",
+        "Simulation",
+        "p (McNemar exact)",
         "Training",
         "Where every number came from",
     ):
@@ -40,6 +45,16 @@ def test_the_demo_runs_every_step_then_reuses_them(example, tiny_model_dir, tmp_
     assert ladder["order"] == ["base", "prompt", "rag", "tuned", "tuned+rag"]
     assert json.loads((out / "run" / "run.json").read_text())["status"] == "finished"
     assert (out / "run" / "retention.json").is_file()
+    simulation = json.loads((out / "simulation" / "simulation.json").read_text())
+    assert list(simulation["contestants"]) == ["prompt", "tuned"]
+    assert simulation["n_scenarios"] == 4  # --quick: two everyday, two adversarial
+    scenarios = simulation["scenarios"].values()
+    assert sum(s["adversarial"] for s in scenarios) == 2
+    assert all(set(s["contestants"]) == {"prompt", "tuned"} for s in scenarios)
+    assert all(i["pass_rate"]["n"] == 4 for i in simulation["contestants"].values())
+    assert simulation["paired"][0]["n"] == 4 and "p_value" in simulation["paired"][0]
+    assert (out / "simulation" / "simulation.html").is_file()
+    assert len((out / "simulation" / "transcripts.jsonl").read_text().splitlines()) == 8
 
     again = run_demo(out, example=example, quick=True, model=str(tiny_model_dir), progress=False)
     assert all(_steps(again).values())
@@ -54,6 +69,28 @@ def test_the_demo_runs_every_step_then_reuses_them(example, tiny_model_dir, tmp_
     )
     assert not reused["ladder: before tuning (base, prompt, rag)"]
     assert not reused["ladder: after tuning (all rungs)"]
+    # the documents decide in_domain checks: every conversation is held again, appended
+    assert not reused[SIMULATION_STEP]
+    assert len((out / "simulation" / "transcripts.jsonl").read_text().splitlines()) == 16
+
+
+def test_the_simulation_subset_is_chosen_by_the_adversarial_field():
+    from specialize.simulate.config import load_scenarios
+
+    scenarios = load_scenarios(EXAMPLE / "scenarios.yaml").scenarios
+    for size in (1, 4, 8, 9):
+        chosen = demo_scenarios(scenarios, size)
+        assert len(chosen) == size and not any(s.simulated for s in chosen)
+        assert sum(s.adversarial for s in chosen) == size // 2 or size == 1
+    everyday_only = [s for s in scenarios if not s.adversarial]
+    assert len(demo_scenarios(everyday_only, 4)) == 4  # a short group is filled from the other
+    assert demo_scenarios(scenarios, 0) == []
+
+
+def test_a_missing_scenario_file_names_the_way_out(example, tiny_model_dir, tmp_path):
+    (example / "scenarios.yaml").unlink()
+    with pytest.raises(NotFoundError, match="--simulation-scenarios 0"):
+        run_demo(tmp_path / "out", example=example, quick=True, model=str(tiny_model_dir))
 
 
 def test_a_step_reruns_when_its_key_changes_or_its_output_is_gone(tmp_path):

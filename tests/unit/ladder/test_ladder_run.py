@@ -11,7 +11,8 @@ from specialize.evaluate.tasks import load_eval_items
 from specialize.ladder.config import LadderConfig
 from specialize.ladder.prompts import EXCERPTS_HEADER, ExamplePool, RungPrompts
 from specialize.ladder.retrieval import DocumentRetriever
-from specialize.ladder.run import _LazyModels, run_ladder
+from specialize.ladder.run import run_ladder
+from specialize.ladder.rungs import LazyModels
 from tests.conftest import REPO
 
 NORDVIK = REPO / "examples" / "nordvik"
@@ -85,7 +86,7 @@ def test_every_rung_answers_the_same_items_and_a_rerun_is_cached(
     assert (tmp_path / "out" / "ladder.html").read_text().count("<table>") >= 2
 
     monkeypatch.setattr(
-        _LazyModels, "_load", lambda self: pytest.fail("loaded the model for cached rungs")
+        LazyModels, "_load", lambda self: pytest.fail("loaded the model for cached rungs")
     )
     again = run_ladder(config, tmp_path / "out2", cache=tmp_path / "cache", progress=False)
     assert (
