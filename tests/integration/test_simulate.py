@@ -338,9 +338,14 @@ def test_registry_lists_the_simulation_with_the_file_hash(world, cli, monkeypatc
     code, out, _ = cli("simulations", "list")
     assert code == 0 and "1 simulation(s)" in out
     assert sha256_file(world["path"])[:12] in out
+    code, out, _ = cli("simulations", "list", "--json")
+    (row,) = json.loads(out)
+    assert code == 0 and row["scenario_hash"] == sha256_file(world["path"])
 
 
-def test_a_killed_run_resumes_without_redoing_finished_conversations(world, tmp_path, monkeypatch):
+def test_a_killed_run_resumes_without_redoing_finished_conversations(
+    world, tmp_path, monkeypatch, cli, capsys
+):
     monkeypatch.setenv("SPECIALIZE_HOME", str(world["home"]))
     out = tmp_path / "resumed"
     out.mkdir()
@@ -354,8 +359,12 @@ def test_a_killed_run_resumes_without_redoing_finished_conversations(world, tmp_
     redone = [json.loads(line)["key"] for line in after[6:]]
     assert len(redone) == len(lines) - 5
     assert not set(redone) & {json.loads(line)["key"] for line in kept}
-    # a third run has nothing left but the errored endpoint's conversations
-    assert world["main"](["simulate", str(world["path"]), "--out", str(out), "--no-progress"]) == 0
+    # a third run has nothing left but the errored endpoint's conversations; --json prints only
+    # simulation.json's content
+    capsys.readouterr()  # the runs above printed their tables
+    code, printed, _ = cli("simulate", world["path"], "--out", out, "--no-progress", "--json")
+    assert code == 0
+    assert json.loads(printed) == json.loads((out / "simulation.json").read_text())
     again = [
         json.loads(line)["key"]
         for line in (out / "transcripts.jsonl").read_text().splitlines()[len(after) :]

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from specialize.cli.output import print_json
 from specialize.simulate.config import load_scenarios
 from specialize.simulate.run import run_simulation
 
@@ -24,12 +25,18 @@ def register(app_: typer.Typer) -> None:
         ),
         set_: list[str] = typer.Option([], "--set", help="Override a field: a.b=value."),
         progress: bool = typer.Option(True, help="Show progress bars."),
+        as_json: bool = typer.Option(False, "--json", help="Print simulation.json's content."),
     ) -> None:
         """Hold every scenario's conversation with every contestant; check, judge and compare them.
 
         Re-running with the same --out resumes: finished conversations are not held again."""
         config = load_scenarios(scenarios, set_)
-        report = run_simulation(config, out, scenario_file=scenarios, progress=progress)
+        report = run_simulation(
+            config, out, scenario_file=scenarios, progress=progress and not as_json
+        )
+        if as_json:
+            print_json(console, report)
+            return
         console.print(_table(report))
         for pair in report["paired"]:
             console.print(
@@ -59,11 +66,16 @@ def _table(report: dict) -> Table:
 
 
 @app.command("list")
-def list_cmd() -> None:
+def list_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as a JSON list."),
+) -> None:
     """Every simulation: where, when, the scenario file and its hash, pass rates per contestant."""
     from specialize.track.registry import list_simulations
 
     rows = list_simulations()
+    if as_json:
+        print_json(console, rows)
+        return
     table = Table("created", "path", "scenario file", "sha256", "pass rates")
     for row in rows:
         rates = ", ".join(
