@@ -30,7 +30,8 @@ def load_home(tmp_path_factory, tiny_model_dir):
     os.environ["SPECIALIZE_HOME"] = str(home)
     try:
         for seed, name in enumerate(MODELS[1:]):
-            random_adapter(tiny_model_dir, home / name, seed, "all-linear")
+            # strong enough (alpha/r = 4) that every adapter answers visibly differently
+            random_adapter(tiny_model_dir, home / name, seed, "all-linear", r=4, lora_alpha=16)
             registry.register(name, home / name, base_model=str(tiny_model_dir))
     finally:
         os.environ.pop("SPECIALIZE_HOME") if old is None else os.environ.update(SPECIALIZE_HOME=old)
