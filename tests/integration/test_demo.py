@@ -27,9 +27,10 @@ def test_the_quick_demo_runs_end_to_end_on_the_default_model(cli, default_model,
     simulation = json.loads((out / "simulation" / "simulation.json").read_text())
     assert [i["ok"] for i in simulation["contestants"].values()] == [4, 4]
     step = next(s for s in summary["steps"] if s["name"].startswith("simulation"))
-    print(f"simulation step: {step['seconds']} s")  # pytest -s shows it
 
     code, stdout, _ = cli("demo", "--quick", "--out", out, "--no-progress", "--json")
     assert code == 0
     assert json.loads(stdout) == json.loads((out / "demo.json").read_text())
     assert all(s["reused"] for s in json.loads((out / "demo.json").read_text())["steps"])
+    # printed last: the cli fixture's next call would read it as the command's output
+    print(f"simulation step: {step['seconds']} s")  # pytest -s shows it
