@@ -314,16 +314,18 @@ def test_cascade_scores_spoken_beside_typed(
         "contains",
         "--out",
         tmp_path / "cascade.json",
+        "--json",
     )
     assert code == 0, err
     result = json.loads((tmp_path / "cascade.json").read_text())
+    assert json.loads(out) == result  # --json prints cascade.json's content, nothing else
     assert result["question_wer"]["n"] == 2 and result["spoken_minus_typed"]["contains"]["n"] == 2
     assert result["typed"]["contains"]["n"] == 2 and len(result["items"]) == 2
     item = result["items"][0]
     assert item["question"] == rows[0]["messages"][1]["content"] and isinstance(
         item["transcript"], str
     )
-    assert "question WER" in out and "typed" in out
+    assert "question_wer" in out and "typed" in out
 
 
 def test_eval_scores_a_speech_adapter_beside_its_base(

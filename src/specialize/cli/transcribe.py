@@ -85,6 +85,7 @@ def register(app: typer.Typer) -> None:
         speech_adapter: Path | None = typer.Option(None, help="Speech adapter (an asr run)."),
         metric: list[str] = typer.Option([], help="Metrics (default: the task defaults)."),
         out: Path = typer.Option(Path("cascade.json"), help="Where to write the result."),
+        as_json: bool = typer.Option(False, "--json", help="Print cascade.json's content."),
     ) -> None:
         """Spoken questions -> speech model -> text model, scored beside the same questions typed."""
         from specialize.artifacts import atomic_write_json
@@ -96,6 +97,9 @@ def register(app: typer.Typer) -> None:
         text_model, tokenizer = load_model(model, adapter=adapter)
         result = cascade_eval(speech, text_model, tokenizer, data, metrics=metric or None)
         atomic_write_json(out, result)
+        if as_json:
+            typer.echo(json.dumps(result, ensure_ascii=False, default=str))
+            return
         wer = result["question_wer"]
         typer.echo(
             f"question WER {wer['mean']:.3f} [{wer['ci95'][0]:.3f}, {wer['ci95'][1]:.3f}] n={wer['n']}"
