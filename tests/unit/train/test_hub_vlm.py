@@ -12,21 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from specialize.config import build_config
 from specialize.train.config import RecipeConfig
-
-REPO = Path(__file__).resolve().parents[3]
-CARDS = REPO / "examples" / "nordvik" / "vision"
-
-
-def card_rows(split: str, count: int, folder: Path) -> Path:
-    rows = [json.loads(line) for line in (CARDS / f"{split}.jsonl").read_text().splitlines()]
-    rows = rows[:count]
-    for row in rows:
-        row["images"] = [str(CARDS / ref) for ref in row["images"]]
-    path = folder / f"{split}.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+from tests.unit.train.test_vision_train import CARDS, card_rows, vision_recipe
 
 
 @pytest.fixture(scope="module")
@@ -37,22 +24,7 @@ def tiny_llava(tiny_model_dir, tmp_path_factory) -> Path:
 
 
 def hub_recipe(tiny_llava: Path, folder: Path) -> RecipeConfig:
-    return build_config(
-        RecipeConfig,
-        {
-            "model": str(tiny_llava),
-            "method": "sft",
-            "data": {
-                "train": [str(card_rows("train", 8, folder))],
-                "val": [str(card_rows("val", 4, folder))],
-            },
-            "vision": {"align_steps": 2},
-            "training": {"max_steps": 3, "batch_size": 4, "max_length": 128, "learning_rate": 5e-3},
-            "eval": {"every_steps": 2, "patience": None},
-            "retention": {"suite": "none"},
-            "output": {"dir": str(folder / "run")},
-        },
-    )
+    return vision_recipe(tiny_llava, folder, {"align_steps": 2}, train_rows=8, max_steps=3)
 
 
 @pytest.fixture(scope="module")

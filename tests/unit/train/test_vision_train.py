@@ -23,29 +23,42 @@ def card_rows(split: str, count: int, folder: Path) -> Path:
     rows = [json.loads(line) for line in (CARDS / f"{split}.jsonl").read_text().splitlines()]
     rows = rows[:count]
     for row in rows:
-        row["images"] = [str(CARDS / row["images"][0])]
+        row["images"] = [str(CARDS / ref) for ref in row["images"]]
     path = folder / f"{split}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
-def recipe(tiny_model_dir, folder: Path, **vision) -> RecipeConfig:
+def vision_recipe(
+    model, folder: Path, vision: dict, *, train_rows: int, max_steps: int
+) -> RecipeConfig:
+    """A short vision run on the example's card photos (shared with the hub-VLM tests)."""
     return build_config(
         RecipeConfig,
         {
-            "model": str(tiny_model_dir),
+            "model": str(model),
             "method": "sft",
             "data": {
-                "train": [str(card_rows("train", 12, folder))],
+                "train": [str(card_rows("train", train_rows, folder))],
                 "val": [str(card_rows("val", 4, folder))],
             },
-            "vision": {"align_steps": 3, "pretrained_encoder": False, **vision},
-            "training": {"max_steps": 4, "batch_size": 4, "max_length": 128, "learning_rate": 5e-3},
+            "vision": vision,
+            "training": {
+                "max_steps": max_steps,
+                "batch_size": 4,
+                "max_length": 128,
+                "learning_rate": 5e-3,
+            },
             "eval": {"every_steps": 2, "patience": None},
             "retention": {"suite": "none"},
             "output": {"dir": str(folder / "run")},
         },
     )
+
+
+def recipe(tiny_model_dir, folder: Path, **vision) -> RecipeConfig:
+    vision = {"align_steps": 3, "pretrained_encoder": False, **vision}
+    return vision_recipe(tiny_model_dir, folder, vision, train_rows=12, max_steps=4)
 
 
 @pytest.fixture(scope="module")
