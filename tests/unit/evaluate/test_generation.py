@@ -23,17 +23,17 @@ def tiny(tiny_model_dir):
     (The shared tiny test model answers every prompt with the same repeated token, which would
     let a loop that mixed rows up pass.)
     """
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from specialize.models.tiny import tiny_llama_config
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    config = tiny_llama_config(
+        len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         initializer_range=0.4,
+        tie_word_embeddings=False,
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=2,
