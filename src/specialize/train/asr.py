@@ -199,9 +199,7 @@ def train_asr(
         full=recipe.adaptation.kind != "lora",
     )
     if probe is not None:
-        run.update_record(speech_probe=probe.history)
-        if probe.exceeded:
-            outcome.stop_reason = probe.exceeded
+        run.update_record(speech_probe=probe.history)  # fit already gave its stop reason
     return outcome
 
 
