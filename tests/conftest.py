@@ -66,6 +66,7 @@ def cli(capsys: pytest.CaptureFixture):
     from specialize.cli.main import main
 
     def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()  # what earlier steps of the test printed is not this command's output
         code = main([str(a) for a in args])
         out, err = capsys.readouterr()
         return code, out, err

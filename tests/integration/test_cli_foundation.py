@@ -42,6 +42,13 @@ def test_unknown_alias_is_one_line_and_nonzero(cli):
     assert err.count("\n") == 1 and "unknown model 'llama-9000'" in err and "Traceback" not in err
 
 
+def test_unknown_option_is_a_usage_line_not_a_traceback(cli):
+    code, _, err = cli("train", "--out", "somewhere")
+    assert code == 2
+    assert "No such option" in err and "--out" in err
+    assert "Traceback" not in err
+
+
 def test_chat_repl_keeps_history_and_exits(tiny_model_dir, monkeypatch, cli):
     import io
 

@@ -79,15 +79,26 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Exit, SystemExit) as exc:
         return int(getattr(exc, "exit_code", getattr(exc, "code", 0)) or 0)
     except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, _usage_errors()):
             exc.show()
             return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, typer.Abort):
             return 1
         raise
     return 0
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Click's usage errors, and the copies typer >= 0.26 raises from the click it vendors (an
+    unknown option would otherwise end in a traceback)."""
+    import click
+
+    errors: list[type[Exception]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+    except ImportError:  # an older typer uses click itself
+        return tuple(errors)
+    return (*errors, VendoredClickException)
 
 
 def _setup_logging(verbose: bool) -> None:
