@@ -14,6 +14,7 @@ import yaml
 
 from specialize.adapters import registry as adapters
 from tests.conftest import SUPPORT_DATA
+from tests.unit.adapters.test_engine import random_adapter
 
 API_KEY = "test-key"
 ADMIN_KEY = "admin-key"
@@ -52,7 +53,9 @@ def store(tmp_path_factory, tiny_model_dir):
         for index, name in enumerate(
             ("creative", "terse")
         ):  # random LoRA weights: answers differ visibly
-            _random_adapter(tiny_model_dir, home / "adapters" / name, seed=index)
+            random_adapter(
+                tiny_model_dir, home / "adapters" / name, index, "all-linear", r=4, lora_alpha=16
+            )
             adapters.register(name, home / "adapters" / name, base_model=str(tiny_model_dir))
     finally:
         if old is None:
@@ -60,16 +63,6 @@ def store(tmp_path_factory, tiny_model_dir):
         else:
             os.environ["SPECIALIZE_HOME"] = old
     return home
-
-
-def _random_adapter(model_dir, folder, seed):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    config = LoraConfig(r=4, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(folder)
 
 
 @pytest.fixture
