@@ -14,7 +14,7 @@ def adapt(model, adaptation: AdaptationSection, task_type: str = "CAUSAL_LM"):
     """Return the model ready to train: wrapped with LoRA, fully trainable, or partly frozen.
 
     task_type SEQ_CLS (a reward model) also trains and saves the new score head beside the LoRA."""
-    if adaptation.kind in ("lora", "qlora"):
+    if adaptation.trains_adapter:
         from peft import LoraConfig, get_peft_model
 
         if adaptation.kind == "qlora":

@@ -117,6 +117,12 @@ class AdaptationSection(Config):
         description="With kind: freeze, how many of the first transformer layers (and the embeddings) stay frozen.",
     )
 
+    @property
+    def trains_adapter(self) -> bool:
+        """lora and qlora train a LoRA adapter (QLoRA: over a 4-bit base); full and freeze change
+        the base's own weights."""
+        return self.kind in ("lora", "qlora")
+
     @model_validator(mode="after")
     def _loftq_needs_a_quantised_base(self) -> AdaptationSection:
         if self.lora.init == "loftq" and self.kind != "qlora":

@@ -41,5 +41,5 @@ def train_cpt(
         plan,
         tokenizer,
         resume_from=resume_from,
-        full=recipe.adaptation.kind not in ("lora", "qlora"),
+        full=not recipe.adaptation.trains_adapter,
     )

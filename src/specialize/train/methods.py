@@ -38,7 +38,7 @@ Check = Callable[[str, RecipeConfig], Problem | None]
 
 
 def lora_only(method: str, recipe: RecipeConfig) -> Problem | None:
-    if recipe.adaptation.kind in ("lora", "qlora"):  # QLoRA is LoRA over a 4-bit base
+    if recipe.adaptation.trains_adapter:
         return None
     return Problem(
         "adaptation.kind",

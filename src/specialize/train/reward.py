@@ -56,7 +56,7 @@ def train_reward(
         val,
         progress=progress,
         resume_from=resume_from,
-        full=recipe.adaptation.kind not in ("lora", "qlora"),
+        full=not recipe.adaptation.trains_adapter,
         model=model,
         args=args,
     )

@@ -42,5 +42,5 @@ def train_sft(
         plan,
         tokenizer,
         resume_from=resume_from,
-        full=recipe.adaptation.kind not in ("lora", "qlora"),
+        full=not recipe.adaptation.trains_adapter,
     )

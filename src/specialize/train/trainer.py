@@ -192,7 +192,7 @@ def build_trainer(
     )
     for noisy in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(noisy)
-    if recipe.adaptation.lora.loraplus_lr_ratio and recipe.adaptation.kind in ("lora", "qlora"):
+    if recipe.adaptation.lora.loraplus_lr_ratio and recipe.adaptation.trains_adapter:
         from specialize.train.adaptation import loraplus_optimizer
 
         trainer.optimizer = loraplus_optimizer(trainer.model, recipe)
