@@ -30,15 +30,6 @@ import sys
 import tempfile
 import time
 
-PROMPTS = [
-    "How do I block my card?",
-    "What does an international transfer cost?",
-    "When is my salary available?",
-    "How long does a mortgage decision take?",
-    "Can I open a joint account?",
-    "What is the daily card limit?",
-]
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -56,7 +47,10 @@ def main() -> None:
     import torch
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from serve_load import _random_adapters
+    from serve_load import (  # the same prompts and adapters as the load test
+        PROMPTS,
+        _random_adapters,
+    )
 
     from specialize.adapters import registry
     from specialize.adapters.engine import Engine, Job
