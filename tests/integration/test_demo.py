@@ -32,5 +32,4 @@ def test_the_quick_demo_runs_end_to_end_on_the_default_model(cli, default_model,
     assert code == 0
     assert json.loads(stdout) == json.loads((out / "demo.json").read_text())
     assert all(s["reused"] for s in json.loads((out / "demo.json").read_text())["steps"])
-    # printed last: the cli fixture's next call would read it as the command's output
     print(f"simulation step: {step['seconds']} s")  # pytest -s shows it
