@@ -10,7 +10,8 @@ stopped at once, so this script drives its steps itself. Then, --repeats times, 
 the --batch sizes (rows cycle over base and the three adapters, prompts of different lengths):
     engine   `Engine._step` decoding steps of the running rows (after their prefill), i.e. what a
              server step costs: the forward with every row's adapter, sampling, detokenising,
-             streaming and the cache bookkeeping
+             streaming and the cache bookkeeping; linear layers through `decode_linear`'s kernel
+    torch-lin  the same engine steps with torch's own linear layers (the kernel switched off)
     model    the bare `model(...)` forward of one new token per row on a KV cache of the same
              prompts, adapters disabled: what the weights cost, without the engine
     prefill  the engine's prefill step of that many new rows (every row's prompt, left-padded)
@@ -52,7 +53,7 @@ def main() -> None:
         _random_adapters,
     )
 
-    from specialize.adapters import registry
+    from specialize.adapters import decode_linear, registry
     from specialize.adapters.engine import Engine, Job
     from specialize.adapters.host import ModelHost
     from specialize.models.generation import GenerationSettings, render_prompt_ids
@@ -84,15 +85,18 @@ def main() -> None:
             for i in range(batch)
         ]
 
-    def engine_steps(batch: int, steps: int, record: dict) -> None:
+    def engine_steps(batch: int, steps: int, record: dict, kernel: bool = True) -> None:
+        engine.decode_kernel = kernel
+        kind = "engine" if kernel else "torch-lin"
         engine._active, engine._batch = [], None
         new = jobs(batch)
-        with _timer(record, ("prefill", batch)):
+        with _timer(record, ("prefill" if kernel else "prefill-t", batch)):
             engine._step(new)
         for _ in range(steps):
-            with _timer(record, ("engine", batch)):
+            with _timer(record, (kind, batch)):
                 engine._step([])
         engine._drop(list(engine._active))
+        engine.decode_kernel = True
 
     def model_steps(batch: int, steps: int, record: dict) -> None:
         from transformers import DynamicCache
@@ -131,14 +135,18 @@ def main() -> None:
                     token = out.logits[:, -1].argmax(-1, keepdim=True)
 
     record: dict = {}
+    kernel = decode_linear.why_not() or "on"
+    print(f"decode kernel: {kernel}", flush=True)
     for batch in batches:  # warm-up, not recorded
         engine_steps(batch, 1, {})
+        engine_steps(batch, 1, {}, kernel=False)
         model_steps(batch, 1, {})
     for _ in range(args.repeats):
         for batch in batches:
             engine_steps(batch, args.steps, record)
+            engine_steps(batch, args.steps, record, kernel=False)
             model_steps(batch, args.steps, record)
-    for kind in ("engine", "model", "prefill"):
+    for kind in ("engine", "torch-lin", "model", "prefill"):
         for batch in batches:
             cpu, wall = zip(*record[(kind, batch)], strict=True)
             print(
@@ -148,9 +156,14 @@ def main() -> None:
             )
     if len(batches) >= 2:
         low, high = min(batches), max(batches)
-        for kind in ("engine", "model"):
+        for kind in ("engine", "torch-lin", "model"):
             ratio = _median_cpu(record[(kind, high)]) / _median_cpu(record[(kind, low)])
             print(f"{kind}: batch {high} step / batch {low} step = {ratio:.2f}x (CPU time)")
+    for batch in batches:
+        ratio = _median_wall(record[("torch-lin", batch)]) / _median_wall(record[("engine", batch)])
+        print(
+            f"batch {batch}: engine step with torch's linear / with the kernel = {ratio:.2f}x (wall)"
+        )
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
@@ -180,6 +193,10 @@ class _timer:
 
 def _median_cpu(rows) -> float:
     return statistics.median(cpu for cpu, _ in rows)
+
+
+def _median_wall(rows) -> float:
+    return statistics.median(wall for _, wall in rows)
 
 
 if __name__ == "__main__":

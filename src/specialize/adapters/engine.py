@@ -12,7 +12,8 @@ batches refuse DoRA). Each row has its own sampling settings (temperature, top_p
 strings), and streams its own text as soon as it is safe to show (never half a stop string or
 half a UTF-8 character).
 
-Greedy answers are the same as the request served alone; `tests/unit/adapters/test_engine.py`
+The linear layers run decoding steps through `decode_linear`'s small-batch kernel, whose rows do
+not depend on each other. Greedy answers are the same as the request served alone; `tests/unit/adapters/test_engine.py`
 compares them, row by row, on mixed batches of prompts of different lengths.
 """
 
@@ -26,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from specialize.adapters import decode_linear
 from specialize.errors import ModelError, SpecializeError
 from specialize.models.generation import GenerationSettings
 
@@ -79,11 +81,20 @@ class Engine:
     """Owns a ModelHost's model from a scheduler thread and batches every request through it."""
 
     def __init__(
-        self, host, *, max_batch: int = 32, max_in_flight: int = 64, lora_mode: str = "group"
+        self,
+        host,
+        *,
+        max_batch: int = 32,
+        max_in_flight: int = 64,
+        lora_mode: str = "group",
+        decode_kernel: bool = True,
     ):
         self.host = host
+        # decoding steps through decode_linear's small-batch kernel (where it is available)
+        self.decode_kernel = decode_kernel
         self.lora_mode = lora_mode  # "group" or "gather": see adapters/batched_lora.py
         self._lora = None  # (host revision, BatchedLora) of the adapters loaded now
+        self._kernel_revision = None  # host revision whose linear layers have the decode kernel
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
         self.context = _context_length(host.model)
@@ -256,6 +267,9 @@ class Engine:
 
         model = self.host.model
         every = list(range(len(adapters)))
+        if self._kernel_revision != self.host.revision:  # loading an adapter wraps new layers
+            decode_linear.install(model)
+            self._kernel_revision = self.host.revision
         if not isinstance(model, PeftModel):
             return [(every, lambda: contextlib.nullcontext({}))]
         if self._lora is None or self._lora[0] != self.host.revision:
@@ -299,7 +313,11 @@ class Engine:
         import torch
 
         model = self.host.model
-        with torch.inference_mode(), rows_context() as extra:
+        with (
+            torch.inference_mode(),
+            decode_linear.decoding(self.decode_kernel),
+            rows_context() as extra,
+        ):
             out = model(
                 input_ids=ids.to(model.device),
                 attention_mask=mask.to(model.device),

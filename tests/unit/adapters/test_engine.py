@@ -87,7 +87,16 @@ def wait_idle(engine, seconds=30):
     return engine.in_flight
 
 
-def test_mixed_batches_answer_exactly_as_each_request_alone(engine):
+def test_mixed_batches_answer_exactly_as_each_request_alone(engine, monkeypatch):
+    from specialize.adapters import decode_linear
+
+    kernel_rows = []  # rows per call of the small-batch kernel (when it could be built here)
+    real = decode_linear.linear
+    monkeypatch.setattr(
+        decode_linear,
+        "linear",
+        lambda x, w, b=None: kernel_rows.append(x.numel() // x.shape[-1]) or real(x, w, b),
+    )
     models = ["base", *ADAPTERS]
     alone = {(m, p): engine.run(job(engine, m, p)).generated for m in models for p in PROMPTS}
     for prompt in PROMPTS:  # the adapters really answer differently
@@ -102,10 +111,13 @@ def test_mixed_batches_answer_exactly_as_each_request_alone(engine):
         )
 
     # everything at once: one prefill of 16 mixed, left-padded rows, then shared decode steps
+    kernel_rows.clear()
     together = [(m, p, engine.submit(job(engine, m, p))) for p in PROMPTS for m in models]
     assert wait_idle(engine) == 0
     for model, prompt, done in together:
         assert done.generated == alone[(model, prompt)], (model, prompt)
+    if decode_linear.kernel() is not None:  # the decoding steps of 16 rows went through it
+        assert 16 in kernel_rows
 
     # continuous batching: rows join a running batch between steps, with other lengths
     first = [
