@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from specialize.adapters import decode_linear
+from specialize.adapters.prefix_cache import PrefixCache
 from specialize.errors import ModelError, SpecializeError
 from specialize.models.generation import GenerationSettings
 
@@ -94,7 +95,8 @@ class Engine:
         self.decode_kernel = decode_kernel
         self.lora_mode = lora_mode  # "group" or "gather": see adapters/batched_lora.py
         self._lora = None  # (host revision, BatchedLora) of the adapters loaded now
-        self._kernel_revision = None  # host revision whose linear layers have the decode kernel
+        self._revision = None  # the host's adapter revision that the two below were made for
+        self._prefixes = PrefixCache()  # KV of prompt prefixes computed before, per adapter
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
         self.context = _context_length(host.model)
@@ -226,6 +228,10 @@ class Engine:
         """One decoding step for the running rows, then the new rows' prefill (so a stream of
         arrivals never holds the running rows back)."""
         started = time.monotonic()
+        if self._revision != self.host.revision:  # adapters were loaded or unloaded
+            decode_linear.install(self.host.model)  # an adapter wraps linear layers anew
+            self._prefixes.clear()  # a name may come back with other weights
+            self._revision = self.host.revision
         names = self._names()
         for job in self._active:
             if job.adapter not in names and not job.cancelled:
@@ -267,9 +273,6 @@ class Engine:
 
         model = self.host.model
         every = list(range(len(adapters)))
-        if self._kernel_revision != self.host.revision:  # loading an adapter wraps new layers
-            decode_linear.install(model)
-            self._kernel_revision = self.host.revision
         if not isinstance(model, PeftModel):
             return [(every, lambda: contextlib.nullcontext({}))]
         if self._lora is None or self._lora[0] != self.host.revision:
@@ -330,19 +333,36 @@ class Engine:
         return out.logits[:, -1, :].float(), out.past_key_values
 
     def _prefill(self, jobs: list[Job]):
-        """Run the new rows' prompts, left-padded to one length; return last logits and batch."""
-        import torch
-        from transformers import DynamicCache
+        """Run the new rows' prompts, left-padded to one length; return last logits and batch.
 
-        width = max(len(j.prompt_ids) for j in jobs)
+        A row whose prompt starts with a prefix computed before gets that prefix's KV in the cache
+        (left-padded to the longest reused prefix) and computes only the rest; its mask then has
+        the padding of its rest between the two parts, which attention skips like any padding."""
+        import torch
+
+        found = [self._prefixes.lookup(job.adapter, job.prompt_ids) for job in jobs]
+        reused = max(length for length, _ in found)
+        rests = [job.prompt_ids[length:] for job, (length, _) in zip(jobs, found, strict=True)]
+        width = max(map(len, rests))
         ids = torch.full((len(jobs), width), self._pad, dtype=torch.long)
-        mask = torch.zeros((len(jobs), width), dtype=torch.long)
-        for row, job in enumerate(jobs):
-            ids[row, width - len(job.prompt_ids) :] = torch.tensor(job.prompt_ids)
-            mask[row, width - len(job.prompt_ids) :] = 1
+        mask = torch.zeros((len(jobs), reused + width), dtype=torch.long)
+        positions = torch.zeros((len(jobs), width), dtype=torch.long)
+        for row, (job, rest, (length, _)) in enumerate(zip(jobs, rests, found, strict=True)):
+            ids[row, width - len(rest) :] = torch.tensor(rest)
+            mask[row, reused - length : reused] = 1
+            mask[row, reused + width - len(rest) :] = 1
+            positions[row, width - len(rest) :] = torch.arange(length, length + len(rest))
             job.generator = _generator(job.settings.seed)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits, cache = self._forward(jobs, ids, mask, positions, DynamicCache())
+        cache = _prefix_cache(found, reused)
+        logits, cache = self._forward(jobs, ids, mask, positions, cache)
+        for row, job in enumerate(jobs):  # keep the new prompts' prefixes for later requests
+            if found[row][0] < self._prefixes.reusable(len(job.prompt_ids)):
+                columns = mask[row].nonzero().squeeze(1)
+                layers = [
+                    (layer.keys[row][:, columns], layer.values[row][:, columns])
+                    for layer in cache.layers
+                ]
+                self._prefixes.store(job.adapter, job.prompt_ids, layers)
         return logits, (cache, mask)
 
     def _decode(self):
@@ -419,6 +439,27 @@ def _single(model, name: str):
     """PEFT's ordinary path with one adapter active for every row of the forward."""
     model.set_adapter(name)
     yield {}
+
+
+def _prefix_cache(found: list, width: int):
+    """A cache holding the first `length` tokens of each row's stored prefix, for (length,
+    prefix) per row (0, None: none), left-padded to `width` columns."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    if not width:
+        return cache
+    shapes = next(prefix.layers for _, prefix in found if prefix is not None)
+    for number, (keys, values) in enumerate(shapes):
+        heads, _, dim = keys.shape
+        stacked_keys = keys.new_zeros((len(found), heads, width, dim))
+        stacked_values = values.new_zeros((len(found), heads, width, values.shape[-1]))
+        for row, (length, prefix) in enumerate(found):
+            if length:
+                stacked_keys[row, :, width - length :] = prefix.layers[number][0][:, :length]
+                stacked_values[row, :, width - length :] = prefix.layers[number][1][:, :length]
+        cache.update(stacked_keys, stacked_values, number)
+    return cache
 
 
 def _select_rows(cache, index):

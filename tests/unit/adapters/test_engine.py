@@ -119,6 +119,13 @@ def test_mixed_batches_answer_exactly_as_each_request_alone(engine, monkeypatch)
     if decode_linear.kernel() is not None:  # the decoding steps of 16 rows went through it
         assert 16 in kernel_rows
 
+    # a prompt prefilled from its first token and the same prompt reusing its stored prefix
+    engine._prefixes.clear()
+    fresh = engine.run(job(engine, "terse", PROMPTS[2])).generated
+    hits = engine._prefixes.hits
+    assert engine.run(job(engine, "terse", PROMPTS[2])).generated == fresh
+    assert engine._prefixes.hits > hits
+
     # continuous batching: rows join a running batch between steps, with other lengths
     first = [
         (m, p, engine.submit(job(engine, m, p, tokens=60)))
