@@ -196,7 +196,7 @@ def train_asr(
         plan,
         speech.processor,
         resume_from=resume_from,
-        full=recipe.adaptation.kind != "lora",
+        full=not recipe.adaptation.trains_adapter,
     )
     if probe is not None:
         run.update_record(speech_probe=probe.history)  # fit already gave its stop reason
@@ -229,9 +229,9 @@ def evaluate_after(recipe: RecipeConfig, run: RunDir, *, progress: bool = True) 
     general = general_speech_items() if recipe.retention.suite != "none" else []
     base = load_speech_model(recipe.model)
     base_test, base_general = _measure(base, items), _measure(base, general)
+    adapter = recipe.adaptation.trains_adapter
     tuned = load_speech_model(
-        recipe.model if recipe.adaptation.kind == "lora" else run.model,
-        adapter=run.path if recipe.adaptation.kind == "lora" else None,
+        recipe.model if adapter else run.model, adapter=run.path if adapter else None
     )
     tuned_test, tuned_general = _measure(tuned, items), _measure(tuned, general)
     summary: dict = {}
