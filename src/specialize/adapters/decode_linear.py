@@ -61,6 +61,8 @@ def _load():
                 _library = (_build(), None)
             except KernelUnavailable as exc:
                 _library = (None, str(exc))
+            except OSError as exc:  # an unwritable cache, a library the loader refuses
+                _library = (None, f"{type(exc).__name__}: {exc}")
         return _library
 
 

@@ -91,8 +91,11 @@ class Engine:
         decode_kernel: bool = True,
     ):
         self.host = host
-        # decoding steps through decode_linear's small-batch kernel (where it is available)
+        # decoding steps through decode_linear's small-batch kernel (where it is available);
+        # built now (once per machine, seconds) rather than during the first request
         self.decode_kernel = decode_kernel
+        if decode_kernel and decode_linear.kernel() is None:
+            log.info("decoding uses torch's linear layers: %s", decode_linear.why_not())
         self.lora_mode = lora_mode  # "group" or "gather": see adapters/batched_lora.py
         self._lora = None  # (host revision, BatchedLora) of the adapters loaded now
         self._revision = None  # the host's adapter revision that the two below were made for

@@ -109,3 +109,14 @@ class _Wrapper(torch.nn.Module):
 
     def forward(self, x):
         return self.net(x)
+
+
+def test_an_unwritable_cache_means_torch_linear_not_a_failing_server(monkeypatch, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setattr(decode_linear, "_library", None)
+    monkeypatch.setenv("SPECIALIZE_HOME", str(blocker))
+    assert decode_linear.kernel() is None
+    assert "Error" in decode_linear.why_not()
+    assert decode_linear.install(torch.nn.Linear(8, 4)) == 0
+    monkeypatch.setattr(decode_linear, "_library", None)
