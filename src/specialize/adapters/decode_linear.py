@@ -30,6 +30,7 @@ import os
 import shutil
 import subprocess
 import threading
+import types
 from pathlib import Path
 
 log = logging.getLogger("specialize.engine")
@@ -139,34 +140,27 @@ def fits(x, weight) -> bool:
 
 def install(model) -> int:
     """Give the model's plain linear layers the decoding forward; returns how many (0 when the
-    kernel is unavailable, after logging why)."""
+    kernel is unavailable: `why_not()` says why). Installing twice changes nothing."""
     import torch
 
     if kernel() is None:
-        log.info("decoding uses torch's linear layers: %s", why_not())
         return 0
     count = 0
     for name, module in model.named_modules():
         if type(module) is not torch.nn.Linear or ".lora_" in f".{name}":
             continue  # LoRA's own A and B stay torch's (the stacked path does not call them)
-        if getattr(module, "_decode_linear", False):
-            count += 1
-            continue
-        module.forward = _forward(module)
-        module._decode_linear = True
+        # a bound method, so a deep copy of the model rebinds it to the copy's own weights
+        module.forward = types.MethodType(_decoding_forward, module)
         count += 1
     return count
 
 
-def _forward(module):
+def _decoding_forward(module, x):
     import torch.nn.functional as F
 
-    def forward(x):
-        if getattr(_state, "on", False) and fits(x, module.weight):
-            return linear(x, module.weight, module.bias)
-        return F.linear(x, module.weight, module.bias)
-
-    return forward
+    if getattr(_state, "on", False) and fits(x, module.weight):
+        return linear(x, module.weight, module.bias)
+    return F.linear(x, module.weight, module.bias)
 
 
 @contextlib.contextmanager

@@ -12,9 +12,11 @@ batches refuse DoRA). Each row has its own sampling settings (temperature, top_p
 strings), and streams its own text as soon as it is safe to show (never half a stop string or
 half a UTF-8 character).
 
-The linear layers run decoding steps through `decode_linear`'s small-batch kernel, whose rows do
-not depend on each other. Greedy answers are the same as the request served alone; `tests/unit/adapters/test_engine.py`
-compares them, row by row, on mixed batches of prompts of different lengths.
+A new row reuses the KV of a prompt prefix computed before for the same adapter
+(`prefix_cache.PrefixCache`), and decoding steps run the linear layers through `decode_linear`'s
+small-batch kernel, whose rows do not depend on each other. Greedy answers are the same as the
+request served alone; `tests/unit/adapters/test_engine.py` compares them, row by row, on mixed
+batches of prompts of different lengths.
 """
 
 from __future__ import annotations
@@ -356,7 +358,7 @@ class Engine:
             mask[row, reused + width - len(rest) :] = 1
             positions[row, width - len(rest) :] = torch.arange(length, length + len(rest))
             job.generator = _generator(job.settings.seed)
-        cache = _prefix_cache(found, reused)
+        cache = _cache_with_prefixes(found, reused)
         logits, cache = self._forward(jobs, ids, mask, positions, cache)
         for row, job in enumerate(jobs):  # keep the new prompts' prefixes for later requests
             if found[row][0] < self._prefixes.reusable(len(job.prompt_ids)):
@@ -444,7 +446,7 @@ def _single(model, name: str):
     yield {}
 
 
-def _prefix_cache(found: list, width: int):
+def _cache_with_prefixes(found: list, width: int):
     """A cache holding the first `length` tokens of each row's stored prefix, for (length,
     prefix) per row (0, None: none), left-padded to `width` columns."""
     from transformers import DynamicCache

@@ -1,5 +1,6 @@
 """The serving engine's small-batch linear kernel: same numbers as torch, rows independent."""
 
+import copy
 import shutil
 
 import pytest
@@ -69,6 +70,10 @@ def test_installed_layers_use_the_kernel_only_while_decoding(kernel, monkeypatch
         decode_linear, "linear", lambda x, w, b=None: calls.append(w.shape) or real(x, w, b)
     )
     assert decode_linear.install(model) == 2  # both base layers; LoRA's own A and B are left alone
+    assert decode_linear.install(model) == 2  # again: the same two, nothing wrapped twice
+    copied = copy.deepcopy(model)  # a copy's layers compute with the copy's own weights
+    layer = copied.base_model.model.net[2]
+    assert layer.forward.__self__ is layer
     x = torch.randn(4, 16)
     with torch.inference_mode():
         plain = model(x)
