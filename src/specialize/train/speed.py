@@ -26,3 +26,18 @@ def score_labelled_positions_only() -> None:
 
 def _always_compact(device) -> bool:
     return True
+
+
+def one_pass_frozen_head() -> None:
+    """Make TRL's fused LM head use specialize.train.lm_head on a CPU with a frozen head.
+
+    Same log-probabilities, entropy and top-1 flags (to float rounding); one vocabulary product
+    fewer per step and no second pass over the tiles. A trainable head, a bias, soft-capping or
+    an accelerator keep TRL's kernel."""
+    from trl.trainer import utils
+
+    from specialize.train.lm_head import CpuHead
+
+    current = getattr(utils, "_ChunkedLogProbFunction", None)
+    if current is not None and not isinstance(current, CpuHead):
+        utils._ChunkedLogProbFunction = CpuHead(current)

@@ -138,6 +138,10 @@ def build_sft_trainer(
     """Return a TRL SFTTrainer over pre-tokenised rows, with our callbacks in place of the printers."""
     from trl import SFTTrainer
 
+    from specialize.train.packed_attention import use_packed_attention
+
+    if recipe.training.padding_free:
+        use_packed_attention(model)  # the packed row's documents attend without an L x L mask
     args = to_trl_args(recipe, run, precision, plan)
     return build_trainer(
         SFTTrainer,
@@ -168,9 +172,10 @@ def build_trainer(
     """Return a TRL trainer of `trainer_class` over rows, with our callbacks in place of the
     printers: metrics log, progress bar, checkpoint guard, early stopping, retention probe.
     The methods differ only in the class and its own arguments (model, args, ref_model...)."""
-    from specialize.train.speed import score_labelled_positions_only
+    from specialize.train.speed import one_pass_frozen_head, score_labelled_positions_only
 
     score_labelled_positions_only()
+    one_pass_frozen_head()
     guard = CheckpointGuard()
     callbacks = [MetricsLog(run, plan.epochs), ProgressBar(progress), guard]
     early = probe = None
@@ -183,6 +188,10 @@ def build_trainer(
         probe = RetentionProbe(run, tokenizer, recipe.retention)
         callbacks.append(probe)
     callbacks.extend(active_extra_callbacks())  # after the probe: they may read what it wrote
+    if recipe.adaptation.trains_adapter:
+        from specialize.train import fused_lora
+
+        fused_lora.install(trainer_kwargs["model"])
     trainer = trainer_class(
         train_dataset=Dataset.from_list(train),
         eval_dataset=Dataset.from_list(val) if val else None,

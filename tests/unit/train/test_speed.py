@@ -44,3 +44,143 @@ def test_labelled_positions_only_gives_the_same_loss_and_gradients(tiny_model_di
     assert every_grads.keys() == only_grads.keys() and every_grads
     for name, grad in every_grads.items():
         assert torch.allclose(grad, only_grads[name], atol=1e-6), name
+
+
+def _packed_batch(model, lengths, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, model.config.vocab_size, (1, sum(lengths)), generator=generator)
+    positions = torch.cat([torch.arange(n) for n in lengths])[None]
+    return ids, positions
+
+
+def _logits_and_grads(model, **inputs):
+    model.zero_grad()
+    logits = model(**inputs, use_cache=False).logits
+    (logits.square().mean()).backward()
+    return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_packed_attention_equals_the_block_diagonal_mask_and_keeps_documents_apart(
+    tiny_model_dir,
+):
+    from specialize.train.packed_attention import NAME, use_packed_attention
+
+    model, _ = load_model(str(tiny_model_dir))
+    ids, positions = _packed_batch(model, [7, 12, 3, 9])
+    masked, masked_grads = _logits_and_grads(model, input_ids=ids, position_ids=positions)
+    assert use_packed_attention(model) and model.config._attn_implementation == NAME
+    packed, packed_grads = _logits_and_grads(model, input_ids=ids, position_ids=positions)
+    assert torch.allclose(masked, packed, atol=1e-5)
+    for name, grad in masked_grads.items():
+        assert torch.allclose(grad, packed_grads[name], atol=1e-5), name
+    # a document's logits do not depend on its neighbours: the third alone gives the same
+    alone = model(input_ids=ids[:, 19:22], position_ids=positions[:, 19:22]).logits
+    assert torch.allclose(alone, packed[:, 19:22], atol=1e-5)
+    assert use_packed_attention(model) is False  # only an sdpa model is switched
+
+
+def test_packed_attention_leaves_padded_batches_and_generation_to_sdpa(tiny_model_dir):
+    from specialize.train.packed_attention import use_packed_attention
+
+    model, _ = load_model(str(tiny_model_dir))
+    ids = torch.randint(
+        0, model.config.vocab_size, (2, 10), generator=torch.Generator().manual_seed(1)
+    )
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0  # left padding
+    before = model(input_ids=ids, attention_mask=mask).logits
+    generated = model.generate(ids[:1], max_new_tokens=5, do_sample=False)
+    use_packed_attention(model)
+    assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, before)
+    assert torch.equal(model.generate(ids[:1], max_new_tokens=5, do_sample=False), generated)
+
+
+def test_packed_layout_finds_documents_where_positions_restart():
+    from specialize.train.packed_attention import packed_layout
+
+    layout = packed_layout(torch.tensor([[0, 1, 2, 0, 1, 5, 6, 7]]))
+    assert (layout.documents, layout.longest) == (3, 3)
+    assert layout.index.tolist() == [0, 1, 2, 3, 4, 6, 7, 8]
+    assert packed_layout(torch.tensor([[3, 4, 5, 6]])) is None  # one document: sdpa's causal path
+    assert packed_layout(torch.tensor([[0, 1, 0, 1], [0, 1, 2, 3]])) is None  # padded batch
+
+
+def _head_outputs(function, hidden, weight, targets, temperature, scale, entropy_weight):
+    hidden = hidden.clone().requires_grad_(True)
+    log_probs, entropy, _, _, top1 = function.apply(
+        hidden,
+        weight,
+        None,
+        targets,
+        temperature,
+        1024,
+        None,
+        scale,
+        ("log_probs", "entropy", "is_top1"),
+    )
+    (-log_probs.sum() + entropy_weight * entropy.sum()).backward()
+    return log_probs.detach(), entropy.detach(), top1, hidden.grad, weight.grad
+
+
+def test_one_pass_head_gives_trl_kernels_outputs_and_gradients():
+    from trl.kernels import ChunkedLogProbFunction
+
+    from specialize.train import lm_head
+    from specialize.train.lm_head import CpuHead
+
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(lm_head.TOKENS_PER_BLOCK + 44, 32, generator=generator)
+    weight = torch.randn(3000, 32, generator=generator) * 0.3
+    targets = torch.randint(0, 3000, (hidden.shape[0],), generator=generator)
+    for temperature, scale, entropy_weight in ((1.0, 1.0, 0.0), (0.7, 0.5, 0.3)):
+        trl = _head_outputs(
+            ChunkedLogProbFunction, hidden, weight, targets, temperature, scale, entropy_weight
+        )
+        ours = _head_outputs(
+            CpuHead(ChunkedLogProbFunction),
+            hidden,
+            weight,
+            targets,
+            temperature,
+            scale,
+            entropy_weight,
+        )
+        assert torch.allclose(trl[0], ours[0], atol=1e-5) and torch.allclose(
+            trl[1], ours[1], atol=1e-4
+        )
+        assert torch.equal(trl[2], ours[2])
+        assert torch.allclose(trl[3], ours[3], atol=1e-5)
+    # a trainable head needs its own gradient: TRL's kernel runs
+    trainable = weight.clone().requires_grad_(True)
+    *_, weight_grad = _head_outputs(
+        CpuHead(ChunkedLogProbFunction), hidden, trainable, targets, 1.0, 1.0, 0.0
+    )
+    assert weight_grad is not None and weight_grad.abs().sum() > 0
+
+
+def test_lora_sft_trains_through_the_fast_paths(tiny_recipe, monkeypatch):
+    """The trainer wires them in: packed documents' attention, the one-pass head, fused LoRA layers."""
+    from specialize.config import build_config
+    from specialize.train import fused_lora, lm_head, packed_attention
+    from specialize.train.config import RecipeConfig
+    from specialize.train.run import train
+
+    calls = {"attention": 0, "head": 0, "lora": 0}
+
+    def counting(name, function):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(
+        packed_attention, "_to_documents", counting("attention", packed_attention._to_documents)
+    )
+    monkeypatch.setattr(lm_head, "_logits", counting("head", lm_head._logits))
+    monkeypatch.setattr(fused_lora, "_drop", counting("lora", fused_lora._drop))
+    recipe = tiny_recipe()
+    recipe["training"]["max_steps"] = 2
+    run = train(build_config(RecipeConfig, recipe), progress=False)
+    assert run.record().status == "finished"
+    assert all(count > 0 for count in calls.values()), calls
