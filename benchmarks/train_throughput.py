@@ -60,30 +60,34 @@ WORDS = [
 ]
 
 
-def synthesize(path: Path, rows: int, seed: int = 0) -> None:
-    """Write chat rows with varied lengths (the case where padding costs most)."""
+def synthesize(path: Path, rows: int, seed: int = 0, method: str = "sft") -> None:
+    """Write rows with varied lengths (the case where padding costs most) in `method`'s layout:
+    chat (sft), raw text (cpt), or preference pairs whose rejected answer is another row's (dpo, reward)."""
     rng = random.Random(seed)
+
+    def answer() -> str:
+        sentences = rng.randint(1, 12)
+        return (
+            ". ".join(" ".join(rng.choices(WORDS, k=rng.randint(6, 14))) for _ in range(sentences))
+            + "."
+        )
+
     with open(path, "w") as handle:
         for index in range(rows):
             question = " ".join(rng.choices(WORDS, k=rng.randint(5, 20))) + f" (case {index})?"
-            answer = (
-                ". ".join(
-                    " ".join(rng.choices(WORDS, k=rng.randint(6, 14)))
-                    for _ in range(rng.randint(1, 12))
-                )
-                + "."
-            )
-            handle.write(
-                json.dumps(
-                    {
-                        "messages": [
-                            {"role": "user", "content": question},
-                            {"role": "assistant", "content": answer},
-                        ]
-                    }
-                )
-                + "\n"
-            )
+            reply = answer()
+            if method == "cpt":
+                row = {"text": f"{question} {reply}"}
+            elif method in ("dpo", "reward"):
+                row = {"prompt": question, "chosen": reply, "rejected": answer()}
+            else:
+                row = {
+                    "messages": [
+                        {"role": "user", "content": question},
+                        {"role": "assistant", "content": reply},
+                    ]
+                }
+            handle.write(json.dumps(row) + "\n")
 
 
 SPECIALIZE_PATH = """
@@ -92,7 +96,7 @@ SPECIALIZE_PATH = """
     from specialize.train.config import RecipeConfig
     from specialize.train.run import train
     recipe = build_config(RecipeConfig, {{
-        "model": "{model}", "method": "sft", "data": {{"train": ["{data}"]}},
+        "model": "{model}", "method": "{method}", "data": {{"train": ["{data}"]}},
         "adaptation": {{"kind": "lora", "lora": {{"r": 16, "alpha": 32, "dropout": 0.0}}}},
         "training": {{"epochs": 1, "max_steps": {steps}, "batch_size": {batch}, "max_length": {max_length},
                       "learning_rate": 2e-4, "warmup_ratio": 0.0}},
@@ -101,26 +105,43 @@ SPECIALIZE_PATH = """
     run = train(recipe, progress=False)
     RESULT = {{"runtime_s": run.record().outcome["runtime_s"], "steps": run.record().outcome["steps"]}}
     PEAK = peak_rss_mib()
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-    from specialize.models.loading import load_tokenizer
-    MODEL = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{model_dir}"), str(run.adapter))
-    TOKENIZER = load_tokenizer("{model}")
+    if "{method}" == "sft":  # the held-out rows are scored for SFT only
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+        from specialize.models.loading import load_tokenizer
+        MODEL = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("{model_dir}"), str(run.adapter))
+        TOKENIZER = load_tokenizer("{model}")
 """
 
 TRL_PATH = """
     import json, torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
-    rows = [{{"messages": [m for m in json.loads(l)["messages"]]}} for l in open("{data}/train.jsonl")]
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    rows = [json.loads(l) for l in open("{data}/train.jsonl")]
+    rows = [{{k: r[k] for k in ("messages", "text", "prompt", "chosen", "rejected") if k in r}} for r in rows]
     tokenizer = AutoTokenizer.from_pretrained("{model_dir}")
-    model = AutoModelForCausalLM.from_pretrained("{model_dir}")
-    args = SFTConfig(output_dir="{out}", per_device_train_batch_size={batch}, max_steps={steps}, max_length={trl_max_length},
-                     learning_rate=2e-4, report_to=[], save_strategy="no", disable_tqdm=True, {extra})
-    peft = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer, peft_config=peft)
+    common = dict(output_dir="{out}", per_device_train_batch_size={batch}, max_steps={steps}, learning_rate=2e-4,
+                  report_to=[], save_strategy="no", disable_tqdm=True, {extra})
+    task = "SEQ_CLS" if "{method}" == "reward" else "CAUSAL_LM"
+    peft = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type=task)
+    if "{method}" in ("sft", "cpt"):
+        from trl import SFTConfig, SFTTrainer
+        model = AutoModelForCausalLM.from_pretrained("{model_dir}")
+        packing = dict(packing=True) if "{method}" == "cpt" else {{}}
+        args = SFTConfig(max_length={trl_max_length}, **packing, **common)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer, peft_config=peft)
+    elif "{method}" == "dpo":
+        from trl import DPOConfig, DPOTrainer
+        model = AutoModelForCausalLM.from_pretrained("{model_dir}")
+        args = DPOConfig(beta=0.1, max_length={max_length}, **common)
+        trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer, peft_config=peft)
+    else:
+        from trl import RewardConfig, RewardTrainer
+        model = AutoModelForSequenceClassification.from_pretrained("{model_dir}", num_labels=1)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        args = RewardConfig(max_length={max_length}, **common)
+        trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer, peft_config=peft)
     metrics = trainer.train().metrics
     RESULT = {{"runtime_s": metrics["train_runtime"], "steps": trainer.state.global_step}}
     PEAK = peak_rss_mib()
@@ -160,8 +181,9 @@ def run_path(code: str, fields: dict, timeout: float | None = None) -> dict | No
     script = (
         textwrap.dedent(PREAMBLE)
         + textwrap.dedent(code.format(**fields))
-        + textwrap.dedent(VALIDATION.format(**fields))
+        + (textwrap.dedent(VALIDATION.format(**fields)) if fields["method"] == "sft" else "")
         + textwrap.dedent("""
+        import torch
         RESULT["peak_rss_mib"] = PEAK
         RESULT["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
         print("RESULT", json.dumps(RESULT))
@@ -179,9 +201,21 @@ def run_path(code: str, fields: dict, timeout: float | None = None) -> dict | No
     return json.loads(line[len("RESULT ") :])
 
 
-def real_tokens(tokenizer, rows: list[dict], max_length: int) -> int:
+def real_tokens(tokenizer, rows: list[dict], max_length: int, method: str = "sft") -> int:
+    """Non-padding tokens a pass over `rows` trains on (both answers of a preference pair)."""
     from specialize.data.templates import render_ids
 
+    def count(text: str) -> int:
+        return len(tokenizer(text).input_ids)
+
+    if method == "cpt":
+        return sum(count(r["text"]) + 1 for r in rows)  # + the end-of-document token
+    if method in ("dpo", "reward"):
+        return sum(
+            min(count(r["prompt"]) + count(r[answer]), max_length)
+            for r in rows
+            for answer in ("chosen", "rejected")
+        )
     return sum(min(len(render_ids(tokenizer, r["messages"])), max_length) for r in rows)
 
 
@@ -203,6 +237,12 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=["specialize", "trl"], help="Run only one side (the other is skipped)."
     )
+    parser.add_argument(
+        "--method",
+        choices=["sft", "cpt", "dpo", "reward"],
+        default="sft",
+        help="Training method; held-out validation loss is scored for sft only.",
+    )
     args = parser.parse_args()
 
     from specialize.data.config import DataConfig, SourceConfig, SplitConfig
@@ -212,7 +252,7 @@ def main() -> None:
     model_dir = resolve_model(args.model).path
     with tempfile.TemporaryDirectory() as tmp:
         raw, data = Path(tmp) / "raw.jsonl", Path(tmp) / "data"
-        synthesize(raw, args.rows)
+        synthesize(raw, args.rows, method=args.method)
         heldout = Path(tmp) / "heldout.jsonl"
         synthesize(heldout, max(8, args.rows // 5), seed=1)
         prepare(
@@ -229,7 +269,8 @@ def main() -> None:
         val_rows = len(heldout.read_text().splitlines())
         steps = len(rows) // args.batch
         rows_seen = steps * args.batch
-        tokens_per_row = real_tokens(load_tokenizer(args.model), rows, args.max_length) / len(rows)
+        tokenizer = load_tokenizer(args.model)
+        tokens_per_row = real_tokens(tokenizer, rows, args.max_length, args.method) / len(rows)
         common = dict(
             model=args.model,
             model_dir=model_dir,
@@ -239,6 +280,7 @@ def main() -> None:
             steps=steps,
             heldout=heldout,
             trl_max_length=args.max_length,
+            method=args.method,
         )
         fp32_best = "bf16=False, gradient_checkpointing=False"
         paths = {
@@ -257,6 +299,20 @@ def main() -> None:
                 dict(out=f"{tmp}/t3", extra="bf16=False"),
             ),
         }
+        if args.method != "sft":
+            # one TRL best-CPU path: cpt packs (TRL's packing is padding-free), dpo/reward pad pairs
+            layout = "packed" if args.method == "cpt" else "padded"
+            paths = {
+                "specialize (defaults)": paths["specialize (defaults)"],
+                f"TRL best CPU: fp32, no ckpt, {layout}": (
+                    TRL_PATH,
+                    dict(out=f"{tmp}/t1", extra=fp32_best),
+                ),
+                f"TRL defaults in fp32 (ckpt on, {layout})": (
+                    TRL_PATH,
+                    dict(out=f"{tmp}/t3", extra="bf16=False"),
+                ),
+            }
         if args.bf16_default:
             paths["TRL defaults (bf16=True)"] = (
                 TRL_PATH,
@@ -267,7 +323,7 @@ def main() -> None:
                 ),
             )
         print(
-            f"model {args.model}; {len(rows)} train chat rows (~{tokens_per_row:.0f} real tokens/row), "
+            f"model {args.model}; {len(rows)} {args.method} train rows (~{tokens_per_row:.0f} real tokens/row), "
             f"{val_rows} held out; batch {args.batch}; LoRA r16 all-linear, dropout 0; max_length {args.max_length}"
         )
         results = {}
@@ -293,7 +349,9 @@ def report(results: dict[str, dict | None], tokens_per_step: float, args) -> Non
     }
     best = [n for n in rates if n.startswith("TRL best")]
     anchor = max(best, key=rates.get) if best else None
-    memory = results.get("TRL defaults in fp32 (ckpt on, padded)")
+    memory = next(
+        (r for n, r in results.items() if n.startswith("TRL defaults in fp32") and r), None
+    )
     ours = results.get("specialize (defaults)")
     print(
         f"{'path':42} {'steps':>5} {'seconds':>8} {'real tok/s':>10} {'speed':>6} {'peak RSS MiB':>12} "
@@ -307,13 +365,15 @@ def report(results: dict[str, dict | None], tokens_per_step: float, args) -> Non
             continue
         speed = f"{rates[name] / rates[anchor]:5.2f}x" if anchor else "-"
         mem = f"{r['peak_rss_mib'] / memory['peak_rss_mib']:5.2f}x" if memory else "-"
-        val = f"{r['val_loss'] / ours['val_loss']:5.3f}x" if ours else "-"
+        has_val = ours and "val_loss" in r and "val_loss" in ours
+        val = f"{r['val_loss'] / ours['val_loss']:5.3f}x" if has_val else "-"
+        val_loss = f"{r['val_loss']:8.4f}" if "val_loss" in r else "-"
         mark = " *" if name == anchor else ""
         print(
             f"{name + mark:42} {r['steps']:5d} {r['runtime_s']:8.1f} {rates[name]:10,.0f} {speed:>6} "
-            f"{r['peak_rss_mib']:12,.0f} {mem:>6} {r['val_loss']:8.4f} {val:>6}"
+            f"{r['peak_rss_mib']:12,.0f} {mem:>6} {val_loss:>8} {val:>6}"
         )
-    if ours:
+    if ours and "val_tokens" in ours:
         print(f"validation: {ours['val_tokens']} assistant tokens; * = the speed anchor")
 
 
