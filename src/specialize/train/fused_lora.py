@@ -20,6 +20,7 @@ variants, mixed-adapter batches, a dtype other than the adapter's.
 
 from __future__ import annotations
 
+import math
 import types
 
 import torch
@@ -64,9 +65,7 @@ def _drop(rows, drop):
 
 def drop_mask(shape, p: float, device=None) -> torch.Tensor:
     """Booleans, True (dropped) with probability p (to 1/65,536), from torch's default generator."""
-    count = 1
-    for size in shape:
-        count *= size
+    count = math.prod(shape)
     words = torch.randint(
         -(2**63), 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64, device=device
     )

@@ -95,30 +95,16 @@ class CpuHead:
     def __init__(self, trl_function):
         self.trl_function = trl_function
 
-    def apply(
-        self,
-        hidden,
-        weight,
-        bias,
-        targets,
-        temperature,
-        chunk_size,
-        softcapping=None,
-        logit_scale=1.0,
-        outputs=("log_probs",),
-    ):
+    def apply(self, *args):
+        """TRL's positional arguments: hidden, weight, bias, targets, temperature, chunk_size,
+        softcapping, logit_scale, outputs (the last three optional)."""
+        defaults = (None, 1.0, ("log_probs",))
+        hidden, weight, bias, targets, temperature, _, softcapping, logit_scale, outputs = (
+            *args,
+            *defaults[len(args) - 6 :],
+        )
         if not applies(hidden, weight, bias, temperature, softcapping, outputs):
-            return self.trl_function.apply(
-                hidden,
-                weight,
-                bias,
-                targets,
-                temperature,
-                chunk_size,
-                softcapping,
-                logit_scale,
-                outputs,
-            )
+            return self.trl_function.apply(*args)
         log_probs, entropy, is_top1 = FrozenHeadLogProbs.apply(
             hidden, weight, targets, logit_scale / temperature
         )
