@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
@@ -240,69 +241,115 @@ def _score_shared_contexts(
 ) -> list[float]:
     """Return summed log-probabilities of tokens[start:] per item, each distinct context run once.
 
-    A batch of contexts runs left-padded (positions counted from each one's first real token) with
-    logits for its last position only; its KV cache is then repeated for each continuation, and the
-    continuations run right-padded against it, their positions continuing their context's. The sums
-    equal `_score`'s (the whole sequence at once) up to float rounding.
+    One row per distinct context: [left padding][context][choice 1][choice 2]..., each choice without
+    its last token (nothing is predicted from it). A 4D mask lets every choice see the context and
+    its own earlier tokens only, with positions continuing the context's, so each choice is scored
+    exactly as if it ran alone after the context, and nothing is padded per choice (the old layout
+    repeated the context's KV cache and right-padded every choice to the longest). The scored
+    positions (the context's last and every choice token) are the row's tail, so the 49k-wide LM
+    head runs on the tail only (`logits_to_keep`), and each log-probability is the logit minus the
+    position's logsumexp (no full log-softmax is written). The sums equal `_score`'s (the whole
+    sequence at once) up to float rounding.
     """
     contexts: dict[tuple[int, ...], list[int]] = {}
     for index, (tokens, start) in enumerate(items):
         contexts.setdefault(tuple(tokens[:start]), []).append(index)
-    keys = sorted(contexts, key=len)
-    scores = [0.0] * len(items)
-    for chunk in _chunks(_by_continuations(keys, contexts, batch_size), 1, progress):
-        rows = [k for group in chunk for k in group]
-        members = [(row, i) for row, k in enumerate(rows) for i in contexts[keys[k]]]
-        ids, mask = _pad([list(keys[k]) for k in rows], pad, left=True)
-        with torch.inference_mode():
-            out = model(
-                input_ids=ids.to(model.device),
-                attention_mask=mask.to(model.device),
-                position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(model.device),
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-            continuations = [items[i][0][items[i][1] :] for _, i in members]
-            for (row, index), tokens in zip(members, continuations, strict=True):
-                scores[index] = first[row, tokens[0]].item()
-            if max(len(t) for t in continuations) == 1:
-                continue
-            parents = torch.tensor([row for row, _ in members])
-            cache = out.past_key_values
-            cache.batch_select_indices(parents.to(model.device))
-            fed, fed_mask = _pad([t[:-1] or [pad] for t in continuations], pad, left=False)
-            fed_mask[[len(t) == 1 for t in continuations], 0] = 0
-            lengths = mask.sum(-1)[parents]
-            logits = model(
-                input_ids=fed.to(model.device),
-                attention_mask=torch.cat([mask[parents], fed_mask], dim=1).to(model.device),
-                position_ids=(lengths[:, None] + torch.arange(fed.shape[1])).to(model.device),
-                past_key_values=cache,
-                use_cache=True,
-            ).logits.float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-        for n, ((_, index), tokens) in enumerate(zip(members, continuations, strict=True)):
-            if len(tokens) > 1:
-                targets = torch.tensor(tokens[1:], device=logprobs.device)
-                picked = logprobs[n, : len(tokens) - 1].gather(-1, targets[:, None])
-                scores[index] += picked.sum().item()
-    return scores
+    rows = [
+        _ChoiceTree(list(key), [items[i][0][items[i][1] :] for i in members], members)
+        for key, members in contexts.items()
+    ]
+    rows.sort(key=lambda row: len(row.tokens))  # similar widths batch together: less padding
+    scores = torch.zeros(len(items), dtype=torch.float64)
+    for chunk in _chunks(_by_choices(rows, batch_size), 1, progress):
+        batch = [rows[k] for group in chunk for k in group]
+        scores.index_add_(0, *_score_trees(model, batch, pad))
+    return scores.tolist()
 
 
-def _by_continuations(
-    keys: list[tuple[int, ...]], contexts: dict[tuple[int, ...], list[int]], batch_size: int
-) -> list[list[int]]:
-    """Group context indices so a group holds at most `batch_size` continuations (at least one context)."""
+@dataclass
+class _ChoiceTree:
+    """A context and its choices laid out in one row (see `_score_shared_contexts`)."""
+
+    context: list[int]
+    choices: list[list[int]]
+    members: list[int]  # the item index of each choice
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.context + [t for choice in self.choices for t in choice[:-1]]
+
+    @property
+    def tail(self) -> int:
+        """Scored positions at the row's end: the context's last token and every fed choice token."""
+        return 1 + sum(len(choice) - 1 for choice in self.choices)
+
+    def layout(self) -> tuple[list[int], list[int]]:
+        """(segment, position) per token: segment 0 is the context, k the k-th choice."""
+        segment, position = [0] * len(self.context), list(range(len(self.context)))
+        for k, choice in enumerate(self.choices, start=1):
+            segment += [k] * (len(choice) - 1)
+            position += range(len(self.context), len(self.context) + len(choice) - 1)
+        return segment, position
+
+
+def _score_trees(model, batch: list[_ChoiceTree], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(item index, log-probability) for every scored choice token of a batch of rows."""
+    width = max(len(row.tokens) for row in batch)
+    keep = max(row.tail for row in batch)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    segment = torch.full((len(batch), width), -1, dtype=torch.long)  # -1: padding
+    position = torch.zeros((len(batch), width), dtype=torch.long)
+    members, rows, columns, targets = [], [], [], []
+    for r, row in enumerate(batch):
+        tokens, (seg, pos) = row.tokens, row.layout()
+        first = width - len(tokens)
+        ids[r, first:] = torch.tensor(tokens)
+        segment[r, first:] = torch.tensor(seg)
+        position[r, first:] = torch.tensor(pos)
+        last = first + len(row.context) - 1  # the context's last token predicts each first token
+        begin = last + 1  # where the current choice's fed tokens start
+        for item, choice in zip(row.members, row.choices, strict=True):
+            for n, target in enumerate(choice):
+                members.append(item)
+                rows.append(r)
+                columns.append(begin + n - 1 if n else last)
+                targets.append(target)
+            begin += len(choice) - 1
+    with torch.inference_mode():
+        logits = model(
+            input_ids=ids.to(model.device),
+            attention_mask=_tree_mask(segment, position, model.dtype).to(model.device),
+            position_ids=position.to(model.device),
+            logits_to_keep=keep,
+        ).logits.float()
+        at = (torch.tensor(rows), torch.tensor(columns) - (width - keep))  # in the kept logits
+        picked = logits[at + (torch.tensor(targets),)] - torch.logsumexp(logits, -1)[at]
+    return torch.tensor(members), picked.double().cpu()
+
+
+def _tree_mask(segment: torch.Tensor, position: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive [batch, 1, width, width] mask: a token sees the context's tokens and its own
+    segment's up to its position; padding sees itself only (no softmax over nothing)."""
+    q_segment, k_segment = segment[:, :, None], segment[:, None, :]
+    seen = (position[:, None, :] <= position[:, :, None]) & (
+        (k_segment == 0) | (k_segment == q_segment)
+    )
+    seen &= (q_segment >= 0) & (k_segment >= 0)
+    seen |= torch.eye(segment.shape[1], dtype=torch.bool)
+    mask = torch.zeros(seen.shape, dtype=dtype).masked_fill_(~seen, torch.finfo(dtype).min)
+    return mask.unsqueeze(1)
+
+
+def _by_choices(rows: list[_ChoiceTree], batch_size: int) -> list[list[int]]:
+    """Group rows so a group holds at most `batch_size` choices (and at least one row)."""
     groups: list[list[int]] = []
     count = 0
-    for k in range(len(keys)):
-        n = len(contexts[keys[k]])
-        if not groups or (groups[-1] and count + n > batch_size):
+    for k, row in enumerate(rows):
+        if not groups or count + len(row.choices) > batch_size:
             groups.append([])
             count = 0
         groups[-1].append(k)
-        count += n
+        count += len(row.choices)
     return groups
 
 

@@ -71,7 +71,14 @@ def packed_attention_forward(
 
     position_ids = kwargs.get("position_ids")
     layout = None
-    if position_ids is not None and query.shape[2] == key.shape[2] == position_ids.shape[-1]:
+    # sdpa's own masks are boolean; an additive one was made by a caller with its own layout
+    # (e.g. the multiple-choice scorer's choice rows), whose positions must not be read as documents.
+    own_mask = attention_mask is None or attention_mask.dtype == torch.bool
+    if (
+        own_mask
+        and position_ids is not None
+        and query.shape[2] == key.shape[2] == position_ids.shape[-1]
+    ):
         layout = _layout_for(position_ids)
     if layout is None:
         return sdpa_attention_forward(

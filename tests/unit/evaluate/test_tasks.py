@@ -127,12 +127,18 @@ def test_single_token_fast_path_matches_the_general_scorer(tiny_model_dir):
     assert fast == pytest.approx(slow, abs=1e-5)
 
 
-def test_shared_context_cache_gives_the_whole_sequence_scores(tiny_model_dir):
-    """Choices scored against one cached context: the same log-likelihoods as scoring each whole
-    sequence (to 1e-5), so the same answer, whatever the batch split and continuation lengths."""
+@pytest.mark.parametrize("attention", ["sdpa", "eager", "specialize_packed"])
+def test_shared_context_rows_give_the_whole_sequence_scores(tiny_model_dir, attention):
+    """A context and all its choices in one masked row: the same log-likelihoods as scoring each
+    whole sequence (to 1e-5), so the same answer, whatever the batch split, the continuation
+    lengths, and the attention implementation reading the 4D mask (additive for all; training's
+    per-document attention must not read the choices' restarting positions as documents)."""
     from specialize.evaluate import runner
+    from specialize.train.packed_attention import register
 
+    register()
     model, tokenizer = load_model(str(tiny_model_dir))
+    model.set_attn_implementation(attention)
     contexts = [
         "A man is sitting on a roof. He",
         "Question: Which gas do plants take in?\nAnswer:",
