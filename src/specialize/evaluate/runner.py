@@ -480,9 +480,11 @@ def _pad(rows: list[list[int]], pad: int, left: bool = False) -> tuple[torch.Ten
 
 
 def _chunks(order: list[int], size: int, progress: str | None) -> Iterator[list[int]]:
+    """`order` in chunks of at most `size`, evened out (100 at 64 -> 50 + 50, not 64 + 36)."""
     bar = tqdm(total=len(order), desc=progress, unit="item", disable=progress is None, leave=False)
+    count = -(-len(order) // size) if order else 0
     with contextlib.closing(bar):
-        for start in range(0, len(order), size):
-            chunk = order[start : start + size]
+        for n in range(count):
+            chunk = order[n * len(order) // count : (n + 1) * len(order) // count]
             yield chunk
             bar.update(len(chunk))
