@@ -247,9 +247,8 @@ def _score_shared_contexts(
     exactly as if it ran alone after the context, and nothing is padded per choice (the old layout
     repeated the context's KV cache and right-padded every choice to the longest). The scored
     positions (the context's last and every choice token) are the row's tail, so the 49k-wide LM
-    head runs on the tail only (`logits_to_keep`), and each log-probability is the logit minus the
-    position's logsumexp (no full log-softmax is written). The sums equal `_score`'s (the whole
-    sequence at once) up to float rounding.
+    head runs on the tail only (`logits_to_keep`). The sums equal `_score`'s (the whole sequence
+    at once) up to float rounding.
     """
     contexts: dict[tuple[int, ...], list[int]] = {}
     for index, (tokens, start) in enumerate(items):
@@ -323,7 +322,10 @@ def _score_trees(model, batch: list[_ChoiceTree], pad: int) -> tuple[torch.Tenso
             logits_to_keep=keep,
         ).logits.float()
         at = (torch.tensor(rows), torch.tensor(columns) - (width - keep))  # in the kept logits
-        picked = logits[at + (torch.tensor(targets),)] - torch.logsumexp(logits, -1)[at]
+        # log_softmax, not logit - logsumexp: torch's fp32 log_softmax rounds ~1e-5 nats low per
+        # token (logsumexp is closer to float64), and lm-evaluation-harness sums log_softmax, so
+        # this keeps `specialize parity` at its 1e-5-per-token agreement on long continuations.
+        picked = torch.log_softmax(logits, dim=-1)[at + (torch.tensor(targets),)]
     return torch.tensor(members), picked.double().cpu()
 
 
