@@ -11,10 +11,11 @@ Tolerances:
 - acc and acc_norm: none. Both sides score the same items, so a score is a mean of per-item 0/1
   and any difference is an item whose prediction differs; each such item fails the check.
 - per-choice log-likelihood: the two sides batch differently (the harness runs every full sequence
-  right-padded; we run each context once, left-padded, and the continuations against its cached
-  keys and values), so the sums agree to float rounding, not bit for bit. In float32 the rounding
-  of a ~20-term log-softmax over a 49k vocabulary, summed over a few dozen tokens, is ~1e-5 nats
-  (measured up to 6e-5 on the default model, n=100 items); 1e-3 leaves a 15x margin and is
+  right-padded; we run each context once, left-padded, with all its choices in the same row under a
+  4D mask), so the sums agree to float rounding, not bit for bit. In float32 the rounding of a
+  log-softmax over a 49k vocabulary, summed over a few dozen tokens, is ~1e-5 nats (measured up to
+  9.6e-5 on the default model's 200 HellaSwag items, whose endings are longest); 1e-3 leaves a 10x
+  margin and is
   still far below the ~0.1-nat gaps that decide predictions. Half precision keeps ~3 significant digits of logits of
   size ~20, so 5e-2 there.
 """

@@ -10,6 +10,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from tqdm import tqdm
@@ -213,9 +214,9 @@ def continuation_logprobs(
         items.append((whole, max(start, 1)))
     # One-token continuations (MMLU's " A".." D", BoolQ's " no"/" yes") of a shared context need one
     # forward pass for the context, not one per choice; longer ones (ARC, HellaSwag) run the context
-    # once too, then every continuation against its cached keys and values.
+    # once too, in one row with all its choices (`_score_shared_contexts`).
     single = [i for i, (tokens, start) in enumerate(items) if start == len(tokens) - 1]
-    rest = [i for i in range(len(items)) if i not in set(single)]
+    rest = [i for i, (tokens, start) in enumerate(items) if start != len(tokens) - 1]
     scores = [0.0] * len(items)
     for index, score in zip(
         single,
@@ -273,7 +274,7 @@ class _ChoiceTree:
     choices: list[list[int]]
     members: list[int]  # the item index of each choice
 
-    @property
+    @cached_property
     def tokens(self) -> list[int]:
         return self.context + [t for choice in self.choices for t in choice[:-1]]
 
