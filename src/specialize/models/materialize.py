@@ -17,6 +17,8 @@ import sys
 import tempfile
 import time
 import zipfile
+from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 from specialize.artifacts import atomic_dir, sha256_file
@@ -164,23 +166,44 @@ def check_gguf_file(path: Path) -> None:
         ) from None
 
 
+@contextmanager
+def _gguf_parsed_once():
+    """Within the block, each GGUF file is parsed once and each tensor-name map built once.
+
+    transformers reads the file three times (config, tokenizer, weights) and our check a fourth;
+    parsing the header walks the 49k-token vocabulary element by element (about 5 s each), and the
+    weight mapping rebuilds the same name map for every module (about 400 times). The reader is
+    read-only (a memory map), so sharing it changes nothing but the time.
+    """
+    import gguf
+
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    gguf.GGUFReader = cache(reader)
+    gguf.get_tensor_name_map = cache(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
+
+
 def convert_gguf(gguf_path: Path, final: Path, *, provenance: dict | None = None) -> Path:
     """Convert a GGUF file to a safetensors model directory at `final`, atomically."""
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    check_gguf_file(gguf_path)
     transformers.utils.logging.enable_progress_bar()  # conversion is the long wait; show it
     folder, name = str(gguf_path.parent), gguf_path.name
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    except Exception as exc:
-        raise ModelError(
-            f"transformers cannot load this GGUF ({type(exc).__name__}: {str(exc)[:160]})",
-            where=str(gguf_path),
-        ) from None
+    with _gguf_parsed_once():
+        check_gguf_file(gguf_path)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        except Exception as exc:
+            raise ModelError(
+                f"transformers cannot load this GGUF ({type(exc).__name__}: {str(exc)[:160]})",
+                where=str(gguf_path),
+            ) from None
     # Trainer refuses a model whose config still says it is GGUF-quantised; the weights are
     # de-quantised now, so the marker is simply wrong.
     if hasattr(model.config, "quantization_config"):

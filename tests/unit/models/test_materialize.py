@@ -41,13 +41,20 @@ def test_truncated_gguf_is_detected(tmp_path, gguf_file):
 
 
 def test_interrupted_pull_leaves_nothing_that_loads(home, monkeypatch, gguf_file):
+    import gguf
+
     def die_mid_save(model, *args, **kwargs):
         Path(args[0], "model.safetensors").write_bytes(b"half")
         raise KeyboardInterrupt
 
+    parsed = []
+    reader = gguf.GGUFReader
+    monkeypatch.setattr(gguf, "GGUFReader", lambda path, *a: parsed.append(path) or reader(path, *a))
     monkeypatch.setattr("transformers.PreTrainedModel.save_pretrained", die_mid_save)
     with pytest.raises(KeyboardInterrupt):
         pull(DEFAULT_MODEL)
+    # The check, the config, the tokenizer and the weights share one parse of the file (~5 s each).
+    assert len(parsed) == 1
     final = materialize.materialised_path(DEFAULT_MODEL)
     assert not final.exists() and not is_materialised(final)
     assert not [p for p in final.parent.iterdir() if p.name.startswith(".tmp")]
