@@ -198,7 +198,9 @@ def convert_gguf(gguf_path: Path, final: Path, *, provenance: dict | None = None
         check_gguf_file(gguf_path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, gguf_file=name, dtype=torch.float32
+            )
         except Exception as exc:
             raise ModelError(
                 f"transformers cannot load this GGUF ({type(exc).__name__}: {str(exc)[:160]})",

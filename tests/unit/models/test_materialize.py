@@ -49,7 +49,9 @@ def test_interrupted_pull_leaves_nothing_that_loads(home, monkeypatch, gguf_file
 
     parsed = []
     reader = gguf.GGUFReader
-    monkeypatch.setattr(gguf, "GGUFReader", lambda path, *a: parsed.append(path) or reader(path, *a))
+    monkeypatch.setattr(
+        gguf, "GGUFReader", lambda path, *a: parsed.append(path) or reader(path, *a)
+    )
     monkeypatch.setattr("transformers.PreTrainedModel.save_pretrained", die_mid_save)
     with pytest.raises(KeyboardInterrupt):
         pull(DEFAULT_MODEL)
