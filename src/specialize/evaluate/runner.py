@@ -15,6 +15,7 @@ from functools import cached_property
 import torch
 from tqdm import tqdm
 
+from specialize.evaluate.kv_cache import preallocated_cache
 from specialize.models.generation import GenerationSettings, render_prompt_ids
 
 
@@ -76,12 +77,12 @@ def _greedy_chunk(
     per row; the rest of each prompt is left-padded after that prefix ([prefix][pad][suffix]),
     with position ids counted over real tokens only, so every row sees exactly its own prompt.
     A row that emits a stop token leaves the batch (its KV cache rows are dropped), so the
-    remaining steps run on the unfinished rows only.
+    remaining steps run on the unfinished rows only. The cache has room for the prompt and the
+    reply from the start (kv_cache.py): no copy of it per generated token.
     """
-    from transformers import DynamicCache
-
     device = model.device
-    cache = DynamicCache(config=model.config)
+    longest = max(len(r) for r in rows)
+    cache = preallocated_cache(model, capacity=longest + max_new_tokens)
     prefix = torch.ones((len(rows), shared), dtype=torch.long)
     if shared:
         model(

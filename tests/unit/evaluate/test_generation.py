@@ -145,3 +145,40 @@ def test_greedy_replies_do_not_depend_on_the_batch_size(tiny):
     ]
     assert replies[0] == replies[1] == replies[2]
     assert len(set(replies[0])) == len(prompts)  # the replies differ: rows were not mixed up
+
+
+def test_a_cache_too_small_for_the_reply_grows_and_gives_the_same_tokens(tiny, monkeypatch):
+    model, tokenizer = tiny
+    prompts = [
+        [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}] for q in QUESTIONS
+    ]
+    rows = [runner.prompt_ids(tokenizer, p) for p in prompts]
+    built = []
+
+    def small(model, capacity):
+        built.append(runner_cache(model, 3))  # far less than the prompts: grows many times
+        return built[-1]
+
+    runner_cache = runner.preallocated_cache
+    monkeypatch.setattr(runner, "preallocated_cache", small)
+    old, new = generated_by_both(model, rows, 12)
+    assert new == old
+    assert built[0].layers[0]._keys.shape[-2] >= max(len(r) for r in rows) + 11
+
+
+def test_the_cache_writes_new_positions_in_place():
+    from specialize.evaluate.kv_cache import PreallocatedLayer
+
+    layer = PreallocatedLayer(capacity=8)
+    steps = [torch.randn(2, 3, n, 4) for n in (5, 1, 1)]
+    pointers = set()
+    for keys in steps:
+        out_keys, out_values = layer.update(keys, keys * 2)
+        pointers.add(layer._keys.data_ptr())
+    expected = torch.cat(steps, dim=-2)
+    assert torch.equal(out_keys, expected) and torch.equal(out_values, expected * 2)
+    assert layer.get_seq_length() == 7 and len(pointers) == 1  # one buffer, never copied
+    layer.batch_select_indices(torch.tensor([1]))
+    assert torch.equal(layer.keys, expected[1:]) and layer.get_seq_length() == 7
+    layer.update(torch.ones(1, 3, 1, 4), torch.ones(1, 3, 1, 4))
+    assert torch.equal(layer.keys[:, :, :7], expected[1:]) and layer.keys.shape[-2] == 8
