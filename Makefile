@@ -6,7 +6,7 @@ PROMPT ?= What is the capital of France?
 setup:
 	@bash scripts/setup.sh
 
-## The main job: the end-to-end demo on the embedded default model (under 20 minutes on a 2-core
+## The main job: the end-to-end demo on the embedded default model (about 11 minutes from a fresh clone on a 2-core
 ## CPU; a re-run re-uses finished steps). Report: runs/demo/report.html
 run: setup
 	.venv/bin/specialize demo --out runs/demo
