@@ -90,6 +90,11 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=16, help="questions per ladder task")
     parser.add_argument("--rounds", type=int, default=2, help="old/new alternations")
     parser.add_argument("--batch-size", type=int, help="new path's batch (default: today's)")
+    parser.add_argument(
+        "--old-batch-size",
+        type=int,
+        help="generate's batch (default: today's); the new path's batch gives generate's best case",
+    )
     parser.add_argument("--only", help="workloads whose name contains this (e.g. policy)")
     args = parser.parse_args()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -100,17 +105,18 @@ def main() -> None:
             continue
         settings = GenerationSettings(max_new_tokens=new_tokens)
         shared = runner._shared_prefix([runner.prompt_ids(tokenizer, p) for p in prompts])
+        old_batch = args.old_batch_size or today
         times = {"old": 0.0, "new": 0.0}
         replies = {}
         for _ in range(args.rounds):
             for path in ("old", "new"):
-                size = today if path == "old" else (args.batch_size or today)
+                size = old_batch if path == "old" else (args.batch_size or today)
                 replies[path], seconds = run(
                     model, tokenizer, prompts, settings, size, path == "new"
                 )
                 times[path] += seconds
         same = sum(a == b for a, b in zip(replies["old"], replies["new"], strict=True))
-        old_steps, new_steps = row_steps(model, tokenizer, prompts, settings, today)
+        old_steps, new_steps = row_steps(model, tokenizer, prompts, settings, old_batch)
         n = len(prompts) * args.rounds
         print(
             f"{name}: n={len(prompts)} max_new_tokens={new_tokens} shared prefix {shared} tokens; "

@@ -73,6 +73,7 @@ echo "setup: installing specialize and its dependencies as pinned in $LOCK"
 # above, is not in the lock and stays. uv writes the bytecode pip would (imports stay fast).
 uv_install() { "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --compile-bytecode "$@"; }
 if ! { [ -x "$VENV/bin/uv" ] && uv_install -r "$LOCK" && uv_install --no-deps -e ".[dev]"; }; then
+  echo "setup: installing $LOCK with pip (uv is missing or failed; see above)"
   pip install --quiet -r "$LOCK"
   pip install --quiet --no-deps -e ".[dev]"
 fi

@@ -15,9 +15,8 @@ Tolerances:
   4D mask), so the sums agree to float rounding, not bit for bit. In float32 the rounding of a
   log-softmax over a 49k vocabulary, summed over a few dozen tokens, is ~1e-5 nats (measured up to
   9.6e-5 on the default model's 200 HellaSwag items, whose endings are longest); 1e-3 leaves a 10x
-  margin and is
-  still far below the ~0.1-nat gaps that decide predictions. Half precision keeps ~3 significant digits of logits of
-  size ~20, so 5e-2 there.
+  margin and is still far below the ~0.1-nat gaps that decide predictions. Half precision keeps ~3
+  significant digits of logits of size ~20, so 5e-2 there.
 """
 
 from __future__ import annotations
