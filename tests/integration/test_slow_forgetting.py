@@ -17,7 +17,9 @@ def recipe(tmp_path, name, **sections):
         "model": "smollm2-135m-instruct",
         "method": "sft",
         "data": {"train": [str(SUPPORT_DATA)]},
-        "eval": {"every_steps": 4, "patience": None},
+        # Full fine-tuning checkpoints are ~1.5 GB each (weights + optimizer state): keep the
+        # latest and the best only.
+        "eval": {"every_steps": 4, "patience": None, "keep_checkpoints": 1},
         "output": {"dir": str(tmp_path / name)},
     }
     for key, value in sections.items():
