@@ -4,7 +4,9 @@ Both paths run in one process on the same prompts, alternating, so a busy machin
 alike; the report gives their ratio, how many replies are token-identical, and the row-steps each
 path computed (a deterministic count: rows in the batch summed over decoding steps).
 Prompts: the nordvik ladder's policy and structured tasks (their system prompt, the test
-questions) and the core retention suite, at the max_new_tokens each uses.
+questions; then as the `prompt` rung shows them, with few-shot examples, and as the `rag` rung
+shows them, with retrieved excerpts, both built by the ladder's own code) and the core retention
+suite, at the max_new_tokens each uses.
 
     python benchmarks/generation_speed.py --items 16 --rounds 2
     python benchmarks/generation_speed.py --model PATH --batch-size 64
@@ -45,9 +47,34 @@ def workloads(items: int) -> dict[str, tuple[list, int, int]]:
             for r in questions
         ]
         out[f"ladder {task['name']}"] = (prompts, task["max_new_tokens"], 16)
+    out |= rung_workloads(items)
     core = core_items()
     step = max(1, len(core) // (2 * items))
     out["retention core"] = ([i.prompt for i in core[::step][: 2 * items]], 32, 64)
+    return out
+
+
+def rung_workloads(items: int) -> dict[str, tuple[list, int, int]]:
+    """The ladder's `prompt` and `rag` rungs' messages for the same questions (longer prompts
+    of varied length: few-shot examples, retrieved excerpts)."""
+    from specialize.data.retrieval import DocumentRetriever
+    from specialize.evaluate.tasks import load_eval_items
+    from specialize.ladder.config import load_ladder
+    from specialize.ladder.prompts import ExamplePool, RungPrompts
+    from specialize.ladder.run import item_field
+
+    config = load_ladder(NORDVIK / "ladder.yaml")
+    pool = ExamplePool(config.prompt.examples)
+    retriever = DocumentRetriever(config.rag.documents, max_words=config.rag.chunk_words)
+    out = {}
+    for task in config.tasks:
+        chosen = [
+            i for i in load_eval_items(task.data) if item_field(i, "category") == task.category
+        ][:items]
+        prompts = RungPrompts(task, pool, config.prompt.shots, retriever, config.rag.top_k)
+        for rung in ("prompt", "rag"):
+            messages = [prompts.build(rung, item) for item in chosen]
+            out[f"ladder {task.name} {rung} rung"] = (messages, task.max_new_tokens, 16)
     return out
 
 

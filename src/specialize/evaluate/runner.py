@@ -15,7 +15,13 @@ from functools import cached_property
 import torch
 from tqdm import tqdm
 
-from specialize.evaluate.kv_cache import preallocated_cache
+from specialize.evaluate.kv_cache import (
+    allocated_cache,
+    copy_prefix,
+    fill_to,
+    preallocated_cache,
+    rows_of,
+)
 from specialize.models.generation import GenerationSettings, render_prompt_ids
 
 
@@ -73,40 +79,15 @@ def _greedy_chunk(
 ) -> list[list[int]]:
     """Greedy ids per row: the same argmax as generate, with less work per token.
 
-    The first `shared` tokens (identical in every row) run once and their KV cache is repeated
-    per row; the rest of each prompt is left-padded after that prefix ([prefix][pad][suffix]),
-    with position ids counted over real tokens only, so every row sees exactly its own prompt.
-    A row that emits a stop token leaves the batch (its KV cache rows are dropped), so the
-    remaining steps run on the unfinished rows only. The cache has room for the prompt and the
-    reply from the start (kv_cache.py): no copy of it per generated token.
+    The prompts go into the KV cache first (`_prefill`). A row that emits a stop token leaves
+    the batch (its KV cache rows are dropped), so the remaining steps run on the unfinished rows
+    only. The cache has room for the prompt and the reply from the start (kv_cache.py): no copy
+    of it per generated token.
     """
     device = model.device
-    longest = max(len(r) for r in rows)
-    cache = preallocated_cache(model, capacity=longest + max_new_tokens)
-    prefix = torch.ones((len(rows), shared), dtype=torch.long)
-    if shared:
-        model(
-            input_ids=torch.tensor([rows[0][:shared]], device=device),
-            position_ids=torch.arange(shared, device=device).unsqueeze(0),
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache.batch_repeat_interleave(len(rows))
-    ids, mask = _pad([r[shared:] for r in rows], 0, left=True)
-    positions = (shared + mask.cumsum(-1) - 1).clamp(min=shared)
-    mask = torch.cat([prefix, mask], dim=1).to(device)
-    logits = model(
-        input_ids=ids.to(device),
-        attention_mask=mask,
-        position_ids=positions.to(device),
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    ).logits
+    cache, mask, position, logits = _prefill(model, rows, shared, max_new_tokens)
     outputs: list[list[int]] = [[] for _ in rows]
     live = torch.arange(len(rows))  # which input row each batch row is
-    position = positions[:, -1:].to(device)
     stop = torch.tensor(sorted(stops), dtype=torch.long, device=device)
     for step in range(max_new_tokens):
         tokens = logits[:, -1].argmax(-1)
@@ -135,6 +116,84 @@ def _greedy_chunk(
             logits_to_keep=1,
         ).logits
     return outputs
+
+
+# Prompts run into the cache in groups of similar length of about this many (padded) tokens:
+# enough rows for the products to run near full speed, few enough that a short prompt is not
+# padded to the longest one of the whole batch.
+PREFILL_GROUP_TOKENS = 1024
+
+
+def _prefill(model, rows: list[list[int]], shared: int, max_new_tokens: int):
+    """Run the prompts into a KV cache; return (cache, mask, last positions, last logits).
+
+    The first `shared` tokens (identical in every row) run once and are copied into every row.
+    The rest of each prompt is left-padded after that prefix ([prefix][pad][suffix]) to the
+    batch's longest, with position ids counted over real tokens only, so every row sees exactly
+    its own prompt. Rows (sorted by length by the caller) run in groups of similar length, each
+    writing into its own rows of the cache: a group pays only for its own padding.
+    """
+    device = model.device
+    longest = max(len(r) for r in rows)
+    capacity = longest + max_new_tokens
+    cache = allocated_cache(model, len(rows), capacity, longest)
+    windows = cache is not None  # else one group, written into the cache directly
+    if shared or not windows:
+        prefix = preallocated_cache(model, capacity)
+        if shared:
+            model(
+                input_ids=torch.tensor([rows[0][:shared]], device=device),
+                position_ids=torch.arange(shared, device=device).unsqueeze(0),
+                past_key_values=prefix,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        if windows:
+            copy_prefix(cache, prefix)
+        else:
+            prefix.batch_repeat_interleave(len(rows))
+            cache = prefix
+    width = longest - shared
+    mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
+    mask[:, :shared] = 1
+    position = torch.zeros((len(rows), 1), dtype=torch.long)
+    logits = []
+    groups = _length_groups([len(r) - shared for r in rows]) if windows else [(0, len(rows))]
+    for start, stop in groups:
+        ids, own = _pad([r[shared:] for r in rows[start:stop]], 0, left=True)
+        offset = shared + width - ids.shape[1]  # the group's padding up to the batch's longest
+        mask[start:stop, offset:] = own
+        positions = (shared + own.cumsum(-1) - 1).clamp(min=shared)
+        logits.append(
+            model(
+                input_ids=ids.to(device),
+                attention_mask=mask[start:stop].to(device),
+                position_ids=positions.to(device),
+                past_key_values=rows_of(cache, start, stop, offset) if windows else cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits
+        )
+        position[start:stop] = positions[:, -1:]
+    if windows:
+        fill_to(cache, shared + width)
+    return cache, mask.to(device), position.to(device), torch.cat(logits)
+
+
+def _length_groups(lengths: list[int]) -> list[tuple[int, int]]:
+    """Consecutive (start, stop) groups of rows, each padded to at most PREFILL_GROUP_TOKENS.
+
+    A group always takes at least one row; rows sorted by length make the padding small.
+    """
+    groups, start, widest = [], 0, 0
+    for index, length in enumerate(lengths):
+        wider = max(widest, length)
+        if index > start and wider * (index - start + 1) > PREFILL_GROUP_TOKENS:
+            groups.append((start, index))
+            start, wider = index, length
+        widest = wider
+    groups.append((start, len(lengths)))
+    return groups
 
 
 def _shared_prefix(encoded: list[list[int]]) -> int:

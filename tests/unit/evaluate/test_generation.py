@@ -88,6 +88,50 @@ def test_greedy_loop_matches_generate_token_for_token(tiny, shared_system):
     assert new == old
 
 
+@pytest.mark.parametrize("group_tokens", [1, 60])
+def test_prompts_run_in_length_groups_give_generates_tokens(tiny, monkeypatch, group_tokens):
+    """Each group writes its own rows of the shared cache, padded only to its own longest."""
+    from specialize.evaluate.kv_cache import rows_of
+
+    model, tokenizer = tiny
+    prompts = [
+        [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}] for q in QUESTIONS
+    ]
+    rows = sorted((runner.prompt_ids(tokenizer, p) for p in prompts), key=len)
+    monkeypatch.setattr(runner, "PREFILL_GROUP_TOKENS", group_tokens)
+    windows = []
+
+    def spy(cache, start, stop, length):
+        windows.append((start, stop))
+        return rows_of(cache, start, stop, length)
+
+    monkeypatch.setattr(runner, "rows_of", spy)
+    old, new = generated_by_both(model, rows, 12)
+    assert new == old
+    assert len(windows) > 1 and windows[0][0] == 0  # several groups, from the first row on
+    if group_tokens == 1:
+        assert len(windows) == len(rows)
+
+
+def test_a_cache_that_cannot_be_windowed_takes_the_prompts_in_one_group(tiny, monkeypatch):
+    """Models with sliding-window layers: one padded group, written into the cache directly."""
+    model, tokenizer = tiny
+    prompts = [
+        [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}] for q in QUESTIONS
+    ]
+    rows = [runner.prompt_ids(tokenizer, p) for p in prompts]
+    monkeypatch.setattr(runner, "allocated_cache", lambda *args: None)
+    monkeypatch.setattr(runner, "PREFILL_GROUP_TOKENS", 1)
+    old, new = generated_by_both(model, rows, 12)
+    assert new == old
+
+
+def test_length_groups_keep_each_groups_padded_size_within_the_budget(monkeypatch):
+    monkeypatch.setattr(runner, "PREFILL_GROUP_TOKENS", 10)
+    assert runner._length_groups([2, 3, 4, 5, 20, 1]) == [(0, 2), (2, 4), (4, 5), (5, 6)]
+    assert runner._length_groups([30]) == [(0, 1)]  # a row longer than the budget runs alone
+
+
 def test_rows_finishing_at_different_steps_leave_the_batch_with_the_same_tokens(tiny):
     model, tokenizer = tiny
     prompts = [
@@ -155,12 +199,12 @@ def test_a_cache_too_small_for_the_reply_grows_and_gives_the_same_tokens(tiny, m
     rows = [runner.prompt_ids(tokenizer, p) for p in prompts]
     built = []
 
-    def small(model, capacity):
-        built.append(runner_cache(model, 3))  # far less than the prompts: grows many times
+    def small(model, batch, capacity, prompt):
+        built.append(runner_cache(model, batch, 3, prompt))  # no room for the reply: it grows
         return built[-1]
 
-    runner_cache = runner.preallocated_cache
-    monkeypatch.setattr(runner, "preallocated_cache", small)
+    runner_cache = runner.allocated_cache
+    monkeypatch.setattr(runner, "allocated_cache", small)
     old, new = generated_by_both(model, rows, 12)
     assert new == old
     assert built[0].layers[0]._keys.shape[-2] >= max(len(r) for r in rows) + 11
