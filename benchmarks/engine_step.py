@@ -25,7 +25,9 @@ time) for --steps engine decoding steps at batch B.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -43,7 +45,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args()
     batches = args.batch or [1, 8]
-    os.environ.setdefault("SPECIALIZE_HOME", tempfile.mkdtemp(prefix="engine-step-"))
+    home = tempfile.mkdtemp(prefix="engine-step-")
+    # The default model materialises into this home (~500 MB): removed at exit, as each run
+    # left one behind in /tmp before.
+    atexit.register(shutil.rmtree, home, True)
+    os.environ.setdefault("SPECIALIZE_HOME", home)
 
     import torch
 

@@ -18,7 +18,9 @@ mixed paths give the same logits (max abs difference).
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -34,7 +36,11 @@ def main() -> None:
     parser.add_argument("--targets", default="q_proj,v_proj")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    os.environ.setdefault("SPECIALIZE_HOME", tempfile.mkdtemp(prefix="lora-gather-"))
+    home = tempfile.mkdtemp(prefix="lora-gather-")
+    # The default model materialises into this home (~500 MB): removed at exit, as each run
+    # left one behind in /tmp before.
+    atexit.register(shutil.rmtree, home, True)
+    os.environ.setdefault("SPECIALIZE_HOME", home)
 
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model

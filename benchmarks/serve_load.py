@@ -21,7 +21,9 @@ model's answer to the same prompt better). Exit status 1 on an error or a wrong-
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -51,7 +53,11 @@ def main() -> None:
     args = parser.parse_args()
     clients = args.clients or [8, 32]
     if not args.adapter:
-        os.environ.setdefault("SPECIALIZE_HOME", tempfile.mkdtemp(prefix="serve-load-"))
+        home = tempfile.mkdtemp(prefix="serve-load-")
+        # The default model materialises into this home (~500 MB): removed at exit, as each run
+        # left one behind in /tmp before.
+        atexit.register(shutil.rmtree, home, True)
+        os.environ.setdefault("SPECIALIZE_HOME", home)
 
     from specialize.adapters import registry
     from specialize.adapters.host import ModelHost
