@@ -61,9 +61,13 @@ else
   # Without CUDA, insist on the CPU build: a plain install would pull a multi-GB CUDA build.
   # A local +cpu wheel (pip's find-links) wins; otherwise PyTorch's CPU index serves it.
   echo "setup: no CUDA; installing torch $TORCH_VERSION (CPU build)"
-  if pip download --quiet --no-deps --no-index -d "$(mktemp -d)" "torch==$TORCH_VERSION+cpu" >/dev/null 2>&1; then
+  # The probe copies the wheel (~180 MB) into a scratch folder: removed, not left in /tmp.
+  probe="$(mktemp -d)"
+  if pip download --quiet --no-deps --no-index -d "$probe" "torch==$TORCH_VERSION+cpu" >/dev/null 2>&1; then
+    rm -rf "$probe"
     pip install --quiet "torch==$TORCH_VERSION+cpu"
   else
+    rm -rf "$probe"
     pip install --quiet "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
