@@ -69,7 +69,9 @@ def rung_workloads(items: int) -> dict[str, tuple[list, int, int]]:
     out = {}
     for task in config.tasks:
         chosen = [
-            i for i in load_eval_items(task.data) if item_field(i, "category") == task.category
+            i
+            for i in load_eval_items(task.data)
+            if str(item_field(i, "category")) == str(task.category)
         ][:items]
         prompts = RungPrompts(task, pool, config.prompt.shots, retriever, config.rag.top_k)
         for rung in ("prompt", "rag"):

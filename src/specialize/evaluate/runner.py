@@ -139,7 +139,8 @@ def _prefill(model, rows: list[list[int]], shared: int, max_new_tokens: int):
     cache = allocated_cache(model, len(rows), capacity, longest)
     windows = cache is not None  # else one group, written into the cache directly
     if shared or not windows:
-        prefix = preallocated_cache(model, capacity)
+        # With windows the prefix is only copied out of this one-row cache: room for it suffices.
+        prefix = preallocated_cache(model, shared if windows else capacity)
         if shared:
             model(
                 input_ids=torch.tensor([rows[0][:shared]], device=device),

@@ -226,3 +226,20 @@ def test_the_cache_writes_new_positions_in_place():
     assert torch.equal(layer.keys, expected[1:]) and layer.get_seq_length() == 7
     layer.update(torch.ones(1, 3, 1, 4), torch.ones(1, 3, 1, 4))
     assert torch.equal(layer.keys[:, :, :7], expected[1:]) and layer.keys.shape[-2] == 8
+
+
+def test_a_window_writes_into_its_rows_of_the_parent_and_never_regrows():
+    from specialize.evaluate.kv_cache import PreallocatedLayer
+
+    parent = PreallocatedLayer(capacity=4)
+    parent.allocate(3, 2, 4, 4, torch.float32, torch.device("cpu"))
+    window = parent.window(1, 3, length=1)  # rows 1-2, position 0 left as padding
+    new = torch.randn(2, 2, 2, 4)
+    window.update(new, new * 2)
+    parent.fill_to(3)
+    assert torch.equal(parent.keys[1:, :, 1:3], new) and torch.equal(
+        parent.values[1:, :, 1:3], new * 2
+    )
+    assert not parent.keys[0].any() and not parent.keys[1:, :, 0].any()  # untouched rows stay zero
+    with pytest.raises(RuntimeError, match="cannot grow"):
+        window.update(torch.ones(2, 2, 2, 4), torch.ones(2, 2, 2, 4))
