@@ -176,6 +176,11 @@ class AugmentConfig(Config):
         description="New phrasings per training question from seeded templates (0: none).",
     )
     seed: int = Field(0, description="Seed of the template choice and of the paraphrases.")
+    where: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Augment only rows whose fields equal these values, e.g. {task: policy} for "
+        "the rows that carry facts (default: every chat row).",
+    )
     paraphrase: ParaphraseConfig | None = Field(
         None,
         description="The model's paraphrases, kept only when every key fact (numbers, names) survives.",

@@ -339,16 +339,24 @@ def _augment(
 
     augment = config.augment
     originals = list({id(c): c for c in splits["train"]}.values())  # mixing may repeat rows
+    _check_where(augment.where, originals)
     leaks, _ = _leak_index([c for rows in splits.values() for c in rows], config)
     seen = {c.key for rows in splits.values() for c in rows}
     paraphrase = _paraphraser(config) if augment.paraphrase else None
     made: list[Candidate] = []
     skipped: Counter = Counter()
     by: Counter = Counter()
+    selected = 0
     for original in tqdm(originals, desc="augmenting", unit=" rows", disable=not progress):
         if not is_chat(original.row):
             skipped["not_a_chat_row"] += 1
             continue
+        if any(str(original.row.get(k)) != str(v) for k, v in augment.where.items()):
+            skipped["not_selected_by_where"] += (
+                1  # a row, as not_a_chat_row; the rest count phrasings
+            )
+            continue
+        selected += 1
         rows = template_rows(original.row, augment.phrasings, augment.seed, original.key)
         if paraphrase is not None:
             kept, dropped = paraphrase_rows(
@@ -368,11 +376,24 @@ def _augment(
     return made, {
         "rows": len(made),
         "from_train_rows": len(originals),
+        "selected_rows": selected,
+        "where": dict(augment.where),
         "by": dict(sorted(by.items())),
         "skipped": dict(sorted(skipped.items())),
         "note": "generated after the split from train rows only; every one is in train.jsonl "
         "with a `generated` field",
     }
+
+
+def _check_where(where: dict, originals: list[Candidate]) -> None:
+    """A field of augment.where that no training row has is a typo, not an empty selection."""
+    for name in where:
+        if not any(name in c.row for c in originals):
+            fields = sorted({k for c in originals for k in c.row if k != "messages"})
+            raise DataError(
+                f"augment.where: no training row has the field {name!r}",
+                fix=f"use one of the rows' fields ({', '.join(fields) or 'none besides messages'})",
+            )
 
 
 def _paraphraser(config: DataConfig):

@@ -5,6 +5,8 @@ it, and learns nothing about using documents. RAFT (Zhang et al., 2024) trains w
 each chat row's system prompt gets the top-k chunks retrieved for its question, plus distractor
 chunks drawn at random, and for a seeded share of rows the right document ("oracle") is left out,
 so the model learns to use documents when they help and its own knowledge when they do not.
+With `share` below 1 only that seeded share of rows gets context: the adapter also keeps the bare
+layout the `tuned` rung shows, and training costs fewer tokens (context is most of a row).
 
 The chunks are retrieved and formatted exactly as the ladder's rag rungs do it
 (`specialize.data.retrieval`), so `tuned+rag` presents context as training did.
@@ -30,6 +32,7 @@ class RaftSettings:
     distractors: int = 1
     p_oracle_dropped: float = 0.2
     chunk_words: int = 40
+    share: float = 1.0
     seed: int = 0
 
     @property
@@ -50,6 +53,8 @@ def augment_with_context(
     """Return rows with retrieved chunks in their system prompt, and counts of what happened."""
     retriever = retriever or DocumentRetriever(settings.documents, max_words=settings.chunk_words)
     rng = random.Random(settings.seed)
+    # its own stream, so share=1 draws exactly the distractors and drops it always did
+    chosen = random.Random(f"{settings.seed}:share")
     counts: Counter = Counter()
     out = []
     for row in rows:
@@ -58,6 +63,10 @@ def augment_with_context(
         answer = _last(messages, "assistant")
         if not question or not answer or messages[-1].get("role") != "assistant":
             counts["left_as_is_not_chat"] += 1
+            out.append(row)
+            continue
+        if settings.share < 1 and chosen.random() >= settings.share:
+            counts["left_as_is_by_share"] += 1
             out.append(row)
             continue
         oracle, found_by = _oracle(row, question, answer, retriever)

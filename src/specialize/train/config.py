@@ -50,8 +50,17 @@ class RaftConfig(Config):
     chunk_words: int = Field(
         40, ge=5, description="Word budget of a chunk (as the ladder's rag.chunk_words)."
     )
+    share: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of rows given context (seeded); the rest train as they are, so one "
+        "adapter learns both tuned and tuned+rag, at fewer tokens.",
+    )
     seed: int = Field(
-        0, description="Seed of the distractors and of which rows lose their document."
+        0,
+        description="Seed of the distractors, of which rows get context and which lose their "
+        "document.",
     )
 
 

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from specialize.data.augment import (
     TEMPLATES,
     key_facts,
@@ -11,6 +13,7 @@ from specialize.data.augment import (
 )
 from specialize.data.config import load_data_config
 from specialize.data.prepare import prepare
+from specialize.errors import DataError
 from tests.conftest import REPO
 
 NORDVIK = REPO / "examples" / "nordvik" / "data"
@@ -129,3 +132,30 @@ def test_model_paraphrases_go_through_the_fact_check(tmp_path, tiny_model_dir):
         "paraphrase_answer",
     }
     assert len(_read(out / "train.jsonl")) == 2
+
+
+def test_where_augments_only_the_selected_rows_and_every_row_is_counted(tmp_path):
+    sources = [
+        {"path": str(NORDVIK / "train.jsonl"), "split": "train"},
+        {"path": str(NORDVIK / "test.jsonl"), "split": "test"},
+    ]
+    where = {"task": "policy"}
+    manifest, out = _prepare(tmp_path, sources, {"phrasings": 3, "where": where})
+    generated = manifest.counts["generated"]
+    train = _read(out / "train.jsonl")
+    originals = [r for r in train if "generated" not in r]
+    policy = sum(r["task"] == "policy" for r in originals)
+    assert generated["selected_rows"] == policy and generated["where"] == where
+    assert generated["skipped"]["not_selected_by_where"] == len(originals) - policy
+    phrasing_skips = sum(n for k, n in generated["skipped"].items() if k != "not_selected_by_where")
+    assert generated["rows"] + phrasing_skips == 3 * policy
+    made = [r for r in train if "generated" in r]
+    assert made and all(r["task"] == "policy" for r in made)
+
+
+def test_a_where_field_no_row_has_is_an_error_that_lists_the_fields(tmp_path):
+    sources = [{"path": str(NORDVIK / "train.jsonl"), "split": "train"}]
+    with pytest.raises(DataError) as error:
+        _prepare(tmp_path, sources, {"phrasings": 1, "where": {"topic": "policy"}})
+    assert "augment.where" in str(error.value) and "'topic'" in str(error.value)
+    assert "task" in error.value.fix

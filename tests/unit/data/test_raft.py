@@ -70,3 +70,17 @@ def test_training_context_is_formatted_exactly_as_the_tuned_rag_rung_shows_it():
     item = EvalItem("x", row["messages"][:-1], [row["messages"][-1]["content"]])
     shown = RungPrompts(task, None, 0, retriever, 3).build("tuned+rag", item)
     assert shown == trained["messages"][:-1]
+
+
+def test_share_gives_context_to_a_seeded_share_of_rows_and_leaves_the_rest_as_they_were():
+    full = augment_with_context(POLICY, _settings(seed=3))
+    result = augment_with_context(POLICY, _settings(seed=3, share=0.25))
+    counts = result.counts
+    assert counts["rows_with_context"] + counts["left_as_is_by_share"] == counts["rows"]
+    assert 0.1 < counts["rows_with_context"] / len(POLICY) < 0.45
+    bare = [after for before, after in zip(POLICY, result.rows, strict=True) if after == before]
+    assert len(bare) == counts["left_as_is_by_share"]  # untouched, no raft record
+    assert all(EXCERPTS_HEADER in r["messages"][0]["content"] for r in result.rows if "raft" in r)
+    assert augment_with_context(POLICY, _settings(seed=3, share=0.25)).rows == result.rows
+    assert "left_as_is_by_share" not in full.counts  # share 1: every row, as before
+    assert full.counts["rows_with_context"] == len(POLICY)
