@@ -13,7 +13,7 @@ from specialize.artifacts import (
     RunRecord,
     atomic_write_text,
 )
-from specialize.ladder.report import ladder_section, ladder_table, verdict
+from specialize.ladder.report import decision_lines, ladder_section, ladder_table, verdict
 from specialize.simulate.report import format_rate
 from specialize.track.html import page, paragraph, section, table
 from specialize.track.report import curve_images, retention_section
@@ -217,7 +217,10 @@ def print_summary(summary: dict, console) -> None:
     for row in step_rows(summary, retention):
         steps.add_row(*[str(c) for c in row])
     console.print(steps)
-    console.print(ladder_table(LadderRecord.read(summary["ladder"]).to_dict()))
+    final = LadderRecord.read(summary["ladder"]).to_dict()
+    console.print(ladder_table(final))
+    for line in decision_lines(final):
+        console.print(line)
     if retention:
         console.print(f"retention (core): {retention.verdict}")
     if summary.get("simulation"):

@@ -28,10 +28,14 @@ class Example:
 
 
 class ExamplePool:
-    """Training chats, searchable by question, grouped by their system prompt (one per task)."""
+    """Training chats, searchable by question, grouped by their system prompt (one per task).
+
+    Rows made by fact augmentation (`generated`) are left out: each repeats an original's answer
+    behind a template, so two shots could be one example twice."""
 
     def __init__(self, path: str):
-        self.examples = [e for e in map(_example, _values(path)) if e is not None]
+        rows = [row for row in _values(path) if not row.get("generated")]
+        self.examples = [e for e in map(_example, rows) if e is not None]
         self._groups: dict[str, list[int]] = {}
         for index, example in enumerate(self.examples):
             self._groups.setdefault(example.system, []).append(index)

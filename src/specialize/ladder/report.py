@@ -153,6 +153,22 @@ def _answers(name: str, task: dict, count: int) -> str:
     return "".join(blocks)
 
 
+def decision_lines(report: dict) -> list[str]:
+    """Which rung to use for which task and why, then each score broken down (terminal lines)."""
+    lines = []
+    for name, task in report["tasks"].items():
+        decision = task["decision"]
+        lines.append(f"{name}: {verdict(decision)}. {decision['reason']}.")
+        for rung, info in task["rungs"].items():
+            if "breakdown" in info:
+                parts = "; ".join(
+                    f"{value} {s['mean']:.3f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}] n={s['n']}"
+                    for value, s in info["breakdown"].items()
+                )
+                lines.append(f"  {rung} by {_breakdown_label(report, name)}: {parts}")
+    return lines
+
+
 def ladder_table(report: dict):
     """Return a rich Table: one row per rung, a score column per task, the recommendation marked."""
     from rich.table import Table

@@ -10,7 +10,7 @@ from specialize.evaluate.tasks import load_eval_items
 from specialize.ladder.config import RUNG_ORDER, LadderConfig
 from specialize.ladder.decision import recommend
 from specialize.ladder.prompts import ExamplePool, RungPrompts
-from specialize.ladder.report import ladder_table, verdict
+from specialize.ladder.report import decision_lines, ladder_table, verdict
 from specialize.ladder.run import run_ladder
 from tests.conftest import REPO
 
@@ -99,6 +99,8 @@ def test_ladder_records_the_fallback_selects_and_breaks_down_by_any_field(
     html = (tmp_path / "out" / "ladder.html").read_text()
     assert "Unsolved" in html and "no few-shot example shares" in html
     assert "UNSOLVED" in str(ladder_table(report).columns[1].header)
+    lines = decision_lines(report)  # the terminal's which-rung-for-which-task, with breakdowns
+    assert lines[0].startswith("triage: Unsolved") and "  base by category: structured" in lines[1]
     rows = json.loads((tmp_path / "out/rungs/prompt/eval.json").read_text())["tasks"]["triage"]
     assert all(r["few_shot"].startswith("fallback") for r in rows["items"])
 
@@ -117,3 +119,22 @@ def test_selecting_on_a_field_no_row_has_names_the_fields_there_are(tmp_path):
     with pytest.raises(DataError, match="no row has the field 'topic'") as error:
         _task_items(config.tasks[0], None)
     assert "fact_id" in str(error.value.fix) and "category" in str(error.value.fix)
+
+
+def test_few_shot_examples_are_real_rows_never_generated_phrasings(tmp_path):
+    original = {
+        "messages": [
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": "How much does the Everyday account cost?"},
+            {"role": "assistant", "content": "25 SEK a month."},
+        ]
+    }
+    phrased = json.loads(json.dumps(original))
+    phrased["messages"][1]["content"] = "Quick question: how much does the Everyday account cost?"
+    phrased["generated"] = {"by": "template:quick", "from": "abc"}
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(original) + "\n" + json.dumps(phrased) + "\n")
+    pool = ExamplePool(str(path))
+    assert [e.user for e in pool.examples] == [original["messages"][1]["content"]]
+    shots = pool.similar("What does the Everyday account cost?", "Answer briefly.", 2)
+    assert len(shots.examples) == 1
