@@ -79,8 +79,9 @@ class DataSection(Config):
     )
     raft: RaftConfig | None = Field(
         None,
-        description="Retrieval-augmented fine-tuning: retrieved chunks (with distractors) in every "
-        "training row's system prompt, as the tuned+rag rung shows them.",
+        description="Retrieval-augmented fine-tuning: retrieved chunks (with distractors) in the "
+        "system prompt of every training row (or of raft.share of them), as the tuned+rag rung "
+        "shows them.",
     )
 
 
