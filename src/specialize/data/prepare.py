@@ -352,9 +352,8 @@ def _augment(
             skipped["not_a_chat_row"] += 1
             continue
         if any(str(original.row.get(k)) != str(v) for k, v in augment.where.items()):
-            skipped["not_selected_by_where"] += (
-                1  # a row, as not_a_chat_row; the rest count phrasings
-            )
+            # counts a row, as not_a_chat_row does; the other reasons count phrasings
+            skipped["not_selected_by_where"] += 1
             continue
         selected += 1
         rows = template_rows(original.row, augment.phrasings, augment.seed, original.key)

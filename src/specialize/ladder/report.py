@@ -18,18 +18,7 @@ def ladder_section(report: dict, *, answers: int = 3) -> str:
     for name, task in report["tasks"].items():
         parts.append(f"<h3>{esc(name)} ({esc(task['metric'])}, n={task['n']})</h3>")
         parts.append(table(*_rows(task)))
-        for rung, info in task["rungs"].items():
-            if "breakdown" in info:
-                parts.append(
-                    paragraph(
-                        f"{rung} by {_breakdown_label(report, name)}: "
-                        + "; ".join(
-                            f"{value} {s['mean']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] n={s['n']}"
-                            for value, s in info["breakdown"].items()
-                        ),
-                        "muted",
-                    )
-                )
+        parts.extend(paragraph(line, "muted") for line in _breakdowns(report, name))
         for rung, info in task["rungs"].items():
             note = info.get("few_shot", {}).get("note")
             if note:
@@ -159,14 +148,21 @@ def decision_lines(report: dict) -> list[str]:
     for name, task in report["tasks"].items():
         decision = task["decision"]
         lines.append(f"{name}: {verdict(decision)}. {decision['reason']}.")
-        for rung, info in task["rungs"].items():
-            if "breakdown" in info:
-                parts = "; ".join(
-                    f"{value} {s['mean']:.3f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}] n={s['n']}"
-                    for value, s in info["breakdown"].items()
-                )
-                lines.append(f"  {rung} by {_breakdown_label(report, name)}: {parts}")
+        lines.extend(f"  {line}" for line in _breakdowns(report, name))
     return lines
+
+
+def _breakdowns(report: dict, task_name: str) -> list[str]:
+    """One line per rung whose scores on task_name are broken down by a field."""
+    return [
+        f"{rung} by {_breakdown_label(report, task_name)}: "
+        + "; ".join(
+            f"{value} {s['mean']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] n={s['n']}"
+            for value, s in info["breakdown"].items()
+        )
+        for rung, info in report["tasks"][task_name]["rungs"].items()
+        if "breakdown" in info
+    ]
 
 
 def ladder_table(report: dict):
