@@ -25,6 +25,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument(
+        "--dropout", type=float, default=0.05, help="LoRA dropout (the recipes' 0.05)"
+    )
+    parser.add_argument("--by-shape", action="store_true", help="one row per op and input shapes")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     args = parser.parse_args()
 
     import torch
@@ -40,8 +45,8 @@ def main() -> None:
     class Profile(TrainerCallback):
         """Profile from the first step's start to the end of training."""
 
-        def __init__(self):
-            self.profiler = profile(activities=[ProfilerActivity.CPU])
+        def __init__(self, shapes: bool):
+            self.profiler = profile(activities=[ProfilerActivity.CPU], record_shapes=shapes)
 
         def on_step_begin(self, args, state, control, **kwargs):
             if state.global_step == 0:
@@ -50,7 +55,7 @@ def main() -> None:
         def on_train_end(self, args, state, control, **kwargs):
             self.profiler.__exit__(None, None, None)
 
-    probe = Profile()
+    probe = Profile(args.by_shape)
     with tempfile.TemporaryDirectory() as tmp:
         raw, data = Path(tmp) / "raw.jsonl", Path(tmp) / "data"
         synthesize(raw, args.rows)
@@ -70,13 +75,17 @@ def main() -> None:
                 "model": args.model,
                 "method": "sft",
                 "data": {"train": [str(data)]},
-                "adaptation": {"kind": "lora", "lora": {"r": 16, "alpha": 32}},
+                "adaptation": {
+                    "kind": "lora",
+                    "lora": {"r": 16, "alpha": 32, "dropout": args.dropout},
+                },
                 "training": {
                     "epochs": 1,
                     "max_steps": args.steps,
                     "batch_size": args.batch,
                     "max_length": 512,
                     "warmup_ratio": 0.0,
+                    "precision": args.precision,
                 },
                 "eval": {"every_steps": 100000, "patience": None},
                 "output": {"dir": f"{tmp}/out"},
@@ -99,7 +108,11 @@ def main() -> None:
     print(
         f"model {args.model}; {args.steps} steps of batch {args.batch}; threads {torch.get_num_threads()}"
     )
-    print(probe.profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
+    print(
+        probe.profiler.key_averages(group_by_input_shape=args.by_shape).table(
+            sort_by="self_cpu_time_total", row_limit=args.top
+        )
+    )
     print(json.dumps({"threads": torch.get_num_threads()}))
 
 

@@ -10,11 +10,14 @@ runs in its own process so peak RSS (taken when training ends) is its own.
 
 Paths, all in one run so their ratios share the machine's state:
 - specialize (its defaults: auto precision, padding-free, selected-position loss);
-- TRL's best CPU configuration: fp32, gradient checkpointing off, padded and padding-free (the
-  faster of the two is the anchor of the speed ratio);
-- TRL's defaults in fp32 (gradient checkpointing on): the anchor of the memory ratio;
-- with --bf16-default, TRL's defaults as its docs show them (bf16=True, use_cpu on a CPU), which
-  is very slow on a CPU without native bf16, so it runs only --trl-default-steps steps.
+- TRL's best CPU configuration: fp32, gradient checkpointing off, padded and padding-free, and the
+  same two in bf16 where the CPU runs bf16 natively (AVX512-BF16 or AMX): the fastest is the
+  anchor of the speed ratio;
+- TRL's defaults in fp32 (gradient checkpointing on), and where the CPU runs bf16 natively TRL's
+  defaults as its docs show them (bf16=True): the latter, else the former, is the anchor of the
+  memory ratio;
+- with --bf16-default on a CPU without native bf16, TRL's bf16 defaults too, which are very slow
+  there, so they run only --trl-default-steps steps.
 Validation loss: mean cross-entropy over the assistant tokens of the held-out rows, the same code
 for every path (TRL trains on the whole conversation by default, specialize on the assistant's turns).
 """
@@ -99,7 +102,7 @@ SPECIALIZE_PATH = """
         "model": "{model}", "method": "{method}", "data": {{"train": ["{data}"]}},
         "adaptation": {{"kind": "lora", "lora": {{"r": 16, "alpha": 32, "dropout": 0.0}}}},
         "training": {{"epochs": 1, "max_steps": {steps}, "batch_size": {batch}, "max_length": {max_length},
-                      "learning_rate": 2e-4, "warmup_ratio": 0.0}},
+                      "learning_rate": 2e-4, "warmup_ratio": 0.0, "precision": "{precision}"}},
         "eval": {{"every_steps": 100000, "patience": None}}, "output": {{"dir": "{out}"}},
         "retention": {{"suite": "none"}}}})  # training only: the TRL path measures no retention either
     run = train(recipe, progress=False)
@@ -173,6 +176,13 @@ VALIDATION = """
 """
 
 
+DEFAULTS = "TRL defaults in fp32 (ckpt on, padded)"
+# TRL's documented defaults (bf16=True) where this CPU runs bf16 natively: then they are the
+# memory anchor, as on a GPU; elsewhere bf16 is ~100x slower and fp32 with TRL's other defaults is.
+NATIVE_DEFAULTS = "TRL defaults, native bf16 (ckpt on, padded)"
+BF16 = "bf16=True, use_cpu=not torch.cuda.is_available()"  # transformers wants use_cpu for CPU bf16
+
+
 def run_path(code: str, fields: dict, timeout: float | None = None) -> dict | None:
     """Run one path in a fresh interpreter; return its RESULT plus peak RSS (and GPU peak) in MiB.
 
@@ -226,6 +236,12 @@ def main() -> None:
         "--rows", type=int, default=192, help="Training chat rows (a fifth as many held out)."
     )
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="specialize's training.precision (auto: bf16 where the CPU runs it natively)",
+    )
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument(
         "--bf16-default", action="store_true", help="Also run TRL's bf16 default (slow on CPU)."
@@ -235,7 +251,8 @@ def main() -> None:
         "--trl-default-timeout", type=float, default=600, help="Seconds allowed for that path."
     )
     parser.add_argument(
-        "--only", choices=["specialize", "trl"], help="Run only one side (the other is skipped)."
+        "--only",
+        help="Run only the paths whose name starts with this (specialize, TRL, TRL best CPU: bf16, ...).",
     )
     parser.add_argument(
         "--method",
@@ -245,9 +262,12 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    import torch
+
     from specialize.data.config import DataConfig, SourceConfig, SplitConfig
     from specialize.data.prepare import prepare
     from specialize.models.loading import load_tokenizer, resolve_model
+    from specialize.train.precision import bf16_is_fast
 
     model_dir = resolve_model(args.model).path
     with tempfile.TemporaryDirectory() as tmp:
@@ -281,44 +301,47 @@ def main() -> None:
             heldout=heldout,
             trl_max_length=args.max_length,
             method=args.method,
+            precision=args.precision,
         )
-        fp32_best = "bf16=False, gradient_checkpointing=False"
-        paths = {
-            "specialize (defaults)": (SPECIALIZE_PATH, dict(out=f"{tmp}/s")),
-            "TRL best CPU: fp32, no ckpt, padded": (
+        # Where the CPU runs bf16 natively, TRL's best configuration may be bf16 (its default)
+        native_bf16 = bf16_is_fast()[0] and not torch.cuda.is_available()
+        precisions = ("fp32", "bf16") if native_bf16 else ("fp32",)
+        paths = {"specialize (defaults)": (SPECIALIZE_PATH, dict(out=f"{tmp}/s"))}
+        for precision in precisions:
+            best = (
+                BF16 if precision == "bf16" else "bf16=False"
+            ) + ", gradient_checkpointing=False"
+            paths[f"TRL best CPU: {precision}, no ckpt, padded"] = (
                 TRL_PATH,
-                dict(out=f"{tmp}/t1", extra=fp32_best),
-            ),
-            "TRL best CPU: fp32, no ckpt, padding-free": (
+                dict(out=f"{tmp}/t1{precision}", extra=best),
+            )
+            paths[f"TRL best CPU: {precision}, no ckpt, padding-free"] = (
                 TRL_PATH,
                 # TRL refuses max_length with padding-free and no packing; rows are shorter anyway
-                dict(out=f"{tmp}/t2", extra=fp32_best + ", padding_free=True", trl_max_length=None),
-            ),
-            "TRL defaults in fp32 (ckpt on, padded)": (
-                TRL_PATH,
-                dict(out=f"{tmp}/t3", extra="bf16=False"),
-            ),
-        }
+                dict(
+                    out=f"{tmp}/t2{precision}",
+                    extra=best + ", padding_free=True",
+                    trl_max_length=None,
+                ),
+            )
+        paths[DEFAULTS] = (TRL_PATH, dict(out=f"{tmp}/t3", extra="bf16=False"))
+        if native_bf16:  # TRL's own defaults here: bf16 (ckpt on), run in full like any path
+            paths[NATIVE_DEFAULTS] = (TRL_PATH, dict(out=f"{tmp}/t4", extra=BF16))
         if args.method != "sft":
-            # one TRL best-CPU path: cpt packs (TRL's packing is padding-free), dpo/reward pad pairs
+            # one TRL best-CPU path per precision: cpt packs (TRL's packing is padding-free),
+            # dpo/reward pad pairs
             layout = "packed" if args.method == "cpt" else "padded"
             paths = {
-                "specialize (defaults)": paths["specialize (defaults)"],
-                f"TRL best CPU: fp32, no ckpt, {layout}": (
-                    TRL_PATH,
-                    dict(out=f"{tmp}/t1", extra=fp32_best),
-                ),
-                f"TRL defaults in fp32 (ckpt on, {layout})": (
-                    TRL_PATH,
-                    dict(out=f"{tmp}/t3", extra="bf16=False"),
-                ),
+                name.replace(", padded", f", {layout}"): path
+                for name, path in paths.items()
+                if "padding-free" not in name
             }
-        if args.bf16_default:
+        if args.bf16_default and not native_bf16:
             paths["TRL defaults (bf16=True)"] = (
                 TRL_PATH,
                 dict(
                     out=f"{tmp}/t4",
-                    extra="bf16=True, use_cpu=not torch.cuda.is_available()",
+                    extra=BF16,
                     steps=args.trl_default_steps,
                 ),
             )
@@ -328,7 +351,7 @@ def main() -> None:
         )
         results = {}
         for name, (code, fields) in paths.items():
-            if args.only and not name.lower().startswith(args.only):
+            if args.only and not name.lower().startswith(args.only.lower()):
                 continue
             bf16 = name.startswith("TRL defaults (bf16")
             results[name] = run_path(
@@ -349,9 +372,11 @@ def report(results: dict[str, dict | None], tokens_per_step: float, args) -> Non
     }
     best = [n for n in rates if n.startswith("TRL best")]
     anchor = max(best, key=rates.get) if best else None
-    memory = next(
-        (r for n, r in results.items() if n.startswith("TRL defaults in fp32") and r), None
+    # the layout in brackets differs by method (padded, packed): match the names up to it
+    memory_anchor = next(
+        (n for stem in (NATIVE_DEFAULTS, DEFAULTS) for n in results if n[:20] == stem[:20]), None
     )
+    memory = results.get(memory_anchor) if memory_anchor else None
     ours = results.get("specialize (defaults)")
     print(
         f"{'path':42} {'steps':>5} {'seconds':>8} {'real tok/s':>10} {'speed':>6} {'peak RSS MiB':>12} "
@@ -368,13 +393,16 @@ def report(results: dict[str, dict | None], tokens_per_step: float, args) -> Non
         has_val = ours and "val_loss" in r and "val_loss" in ours
         val = f"{r['val_loss'] / ours['val_loss']:5.3f}x" if has_val else "-"
         val_loss = f"{r['val_loss']:8.4f}" if "val_loss" in r else "-"
-        mark = " *" if name == anchor else ""
+        mark = " *" if name == anchor else " m" if name == memory_anchor else ""
         print(
             f"{name + mark:42} {r['steps']:5d} {r['runtime_s']:8.1f} {rates[name]:10,.0f} {speed:>6} "
             f"{r['peak_rss_mib']:12,.0f} {mem:>6} {val_loss:>8} {val:>6}"
         )
     if ours and "val_tokens" in ours:
-        print(f"validation: {ours['val_tokens']} assistant tokens; * = the speed anchor")
+        print(f"validation: {ours['val_tokens']} assistant tokens")
+    print(
+        "* = the speed anchor (fastest TRL best-CPU path); m = the memory anchor (TRL's defaults)"
+    )
 
 
 if __name__ == "__main__":

@@ -41,3 +41,28 @@ def one_pass_frozen_head() -> None:
     current = getattr(utils, "_ChunkedLogProbFunction", None)
     if current is not None and not isinstance(current, CpuHead):
         utils._ChunkedLogProbFunction = CpuHead(current)
+
+
+def reuse_freed_memory() -> bool:
+    """Keep the memory a training step frees for the next step; return whether glibc took it.
+
+    glibc serves a large allocation with a fresh mapping (above its threshold of 128 KiB, which
+    rises to at most 32 MiB as such blocks are freed) and hands the heap's free top back to the
+    kernel, so every step faulted in and zeroed its activations' pages again: a [1,106 x 1,536]
+    fp32 product of SiLU took 9.7 ms against 0.9 ms for one whose pages were already mapped.
+    Measured on a LoRA SFT run in fp32 (12 steps, default model): 57.4 and 53.1 s before, 47.5
+    and 48.4 s with these thresholds, peak RSS +2-4%. Process-wide, as allocation is; a no-op
+    off glibc."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # musl and other C libraries
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    mapped = mallopt(m_mmap_threshold, 1 << 30)  # blocks up to 1 GiB come from the heap
+    kept = mallopt(m_trim_threshold, 2**31 - 1)  # and the heap's free top is kept
+    return bool(mapped and kept)

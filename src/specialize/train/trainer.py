@@ -172,10 +172,15 @@ def build_trainer(
     """Return a TRL trainer of `trainer_class` over rows, with our callbacks in place of the
     printers: metrics log, progress bar, checkpoint guard, early stopping, retention probe.
     The methods differ only in the class and its own arguments (model, args, ref_model...)."""
-    from specialize.train.speed import one_pass_frozen_head, score_labelled_positions_only
+    from specialize.train.speed import (
+        one_pass_frozen_head,
+        reuse_freed_memory,
+        score_labelled_positions_only,
+    )
 
     score_labelled_positions_only()
     one_pass_frozen_head()
+    reuse_freed_memory()
     guard = CheckpointGuard()
     callbacks = [MetricsLog(run, plan.epochs), ProgressBar(progress), guard]
     early = probe = None

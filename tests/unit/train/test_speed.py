@@ -79,6 +79,33 @@ def test_packed_attention_equals_the_block_diagonal_mask_and_keeps_documents_apa
     assert use_packed_attention(model) is False  # only an sdpa model is switched
 
 
+def test_packed_attention_under_bf16_autocast_matches_fp32_and_trains(tiny_model_dir):
+    """Under CPU autocast the documents attend in fp32 (torch's bf16 CPU kernel is slower): the
+    result comes back in bf16, close to the fp32 model's, and gradients reach every layer."""
+    from specialize.train.packed_attention import use_packed_attention
+
+    model, _ = load_model(str(tiny_model_dir))
+    ids, positions = _packed_batch(model, [9, 14, 5], seed=2)
+    reference, _ = _logits_and_grads(model, input_ids=ids, position_ids=positions)
+    use_packed_attention(model)
+    seen = []
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(query, *args, **kwargs):
+        seen.append(query.dtype)
+        return original(query, *args, **kwargs)
+
+    torch.nn.functional.scaled_dot_product_attention = spy
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, grads = _logits_and_grads(model, input_ids=ids, position_ids=positions)
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = original
+    assert seen and set(seen) == {torch.float32}
+    assert torch.allclose(logits.float(), reference, atol=0.1, rtol=0.05)
+    assert all(grad is not None and grad.abs().sum() > 0 for grad in grads.values())
+
+
 def test_packed_attention_leaves_padded_batches_and_generation_to_sdpa(tiny_model_dir):
     from specialize.train.packed_attention import use_packed_attention
 
@@ -156,6 +183,61 @@ def test_one_pass_head_gives_trl_kernels_outputs_and_gradients():
         CpuHead(ChunkedLogProbFunction), hidden, trainable, targets, 1.0, 1.0, 0.0
     )
     assert weight_grad is not None and weight_grad.abs().sum() > 0
+
+
+def test_one_pass_head_under_autocast_casts_the_frozen_weight_once_and_follows_changes():
+    """Under CPU autocast the head's products run on a bf16 copy of the weight made once (the same
+    numbers autocast's own casts give); a weight changed in place gets a new copy."""
+    from specialize.train import lm_head
+    from specialize.train.lm_head import FrozenHeadLogProbs
+
+    generator = torch.Generator().manual_seed(3)
+    hidden = torch.randn(lm_head.TOKENS_PER_BLOCK + 20, 32, generator=generator)
+    weight = torch.randn(500, 32, generator=generator) * 0.3
+    targets = torch.randint(0, 500, (hidden.shape[0],), generator=generator)
+
+    def log_probs():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return FrozenHeadLogProbs.apply(hidden, weight, targets, 1.0)[0]
+
+    def autocast_reference():  # autocast casting the fp32 weight for the product itself
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = hidden @ weight.t()
+            return torch.log_softmax(logits, -1).gather(1, targets[:, None])[:, 0].float()
+
+    assert torch.equal(log_probs(), autocast_reference())
+    copy = weight._specialize_autocast_copy[1]
+    assert copy.dtype == torch.bfloat16
+    log_probs()
+    assert weight._specialize_autocast_copy[1] is copy  # cast once, not per call
+    weight.mul_(2.0)
+    assert torch.equal(log_probs(), autocast_reference())
+
+
+def test_reuse_freed_memory_keeps_a_freed_block_mapped():
+    """After reuse_freed_memory a freed 256 MiB block stays in the process for the next step
+    instead of going back to the kernel (whose pages the next step would fault in again)."""
+    import subprocess
+    import sys
+
+    probe = """
+import torch
+from specialize.train.speed import reuse_freed_memory
+
+def rss():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) // 1024
+
+print(reuse_freed_memory())
+before = rss()
+block = torch.ones(64 * 2**20)  # 256 MiB, written so its pages are resident
+del block
+print(rss() - before)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[0] == "True"  # glibc (Linux CI and this project's machines)
+    assert int(out[1]) > 200  # MiB still resident after the free: kept for reuse
 
 
 def test_lora_sft_trains_through_the_fast_paths(tiny_recipe, monkeypatch):
