@@ -13,9 +13,13 @@ Here the mask comes from 16-bit slices of 64-bit random integers (one draw gives
 the probability is exact to 1/65,536), kept as booleans, and the dropped input is recomputed in the
 backward instead of stored, so q, k and v no longer keep three dropped copies of one input.
 
+Under CPU autocast (bf16 training where the CPU runs bf16 natively) the layer computes in
+autocast's dtype, as autocast would, with the frozen base weight cast once and kept instead of
+for every product.
+
 Installed per layer (`install`); a layer falls back to PEFT's forward whenever this would not
 compute the same thing: adapters disabled or merged, several or no active adapters, DoRA and other
-variants, mixed-adapter batches, a dtype other than the adapter's.
+variants, mixed-adapter batches, a dtype other than the adapter's (autocast's aside).
 """
 
 from __future__ import annotations
@@ -80,13 +84,23 @@ def _fused_forward(self, x, *args, **kwargs):
     dropout = self.lora_dropout[name]
     p = dropout.p if isinstance(dropout, torch.nn.Dropout) and dropout.training else 0.0
     drop = drop_mask((x.numel() // x.shape[-1], x.shape[-1]), p, x.device) if p > 0 else None
-    base = self.base_layer
+    weight, bias = self.base_layer.weight, self.base_layer.bias
+    lora_a, lora_b = self.lora_A[name].weight, self.lora_B[name].weight
+    compute = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+    if compute != weight.dtype:
+        # What autocast would compute, without its per-product casts of the frozen base: that
+        # comes from a copy kept across steps; the adapter, which trains, is cast each step.
+        from specialize.train.speed import frozen_autocast_copy
+
+        x, lora_a, lora_b = x.to(compute), lora_a.to(compute), lora_b.to(compute)
+        weight = frozen_autocast_copy(weight, compute)
+        bias = None if bias is None else frozen_autocast_copy(bias, compute)
     return LoraLinear.apply(
         x,
-        base.weight,
-        base.bias,
-        self.lora_A[name].weight,
-        self.lora_B[name].weight,
+        weight,
+        bias,
+        lora_a,
+        lora_b,
         float(self.scaling[name]),
         drop,
         1.0 / (1.0 - p) if p > 0 else 1.0,
@@ -104,8 +118,11 @@ def _plain(layer, x, args, kwargs) -> bool:
     if type(base) is not torch.nn.Linear or any(p.requires_grad for p in base.parameters()):
         return False
     a = layer.lora_A[active[0]].weight
-    same_dtype = x.dtype == a.dtype == base.weight.dtype
-    return same_dtype and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+    if x.device.type != "cpu" or a.dtype != base.weight.dtype:
+        return False
+    if torch.is_autocast_enabled("cpu"):  # fp32 parameters computed in autocast's dtype
+        return a.dtype == torch.float32 and x.dtype in (a.dtype, torch.get_autocast_dtype("cpu"))
+    return x.dtype == a.dtype
 
 
 def install(model) -> int:

@@ -68,19 +68,12 @@ def _logits(hidden, product_weight, scale):
 
 
 def _product_weight(weight):
-    """The head's weight as its products take it: fp32, or under CPU autocast its bf16 copy.
+    """The head's weight as its products take it: fp32, or under CPU autocast its kept copy."""
+    from specialize.train.speed import frozen_autocast_copy
 
-    Autocast casts an fp32 operand to bf16 for every product (28M entries, ~20 ms, twice per
-    block of tokens here); the head is frozen, so the copy autocast would make is made once and
-    kept on the weight (the same numbers: the cast is deterministic)."""
     if not (weight.device.type == "cpu" and torch.is_autocast_enabled("cpu")):
         return weight.float()
-    dtype = torch.get_autocast_dtype("cpu")
-    cached = getattr(weight, "_specialize_autocast_copy", None)
-    if cached is None or cached[0] != (weight._version, dtype):
-        cached = ((weight._version, dtype), weight.detach().to(dtype))
-        weight._specialize_autocast_copy = cached
-    return cached[1]
+    return frozen_autocast_copy(weight, torch.get_autocast_dtype("cpu"))
 
 
 def _entropy_grad(hidden, weight, scale, entropy, grad_entropy):

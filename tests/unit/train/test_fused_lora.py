@@ -112,3 +112,31 @@ def test_a_deep_copy_computes_with_its_own_weights():
         twin.base_model.model.q.lora_B["default"].weight.add_(1.0)
     x = torch.randn(2, 32)
     assert not torch.allclose(model(x), twin(x))
+
+
+def test_under_bf16_autocast_the_fused_step_computes_what_peft_does(monkeypatch):
+    """bf16 training on a CPU with native bf16 runs under autocast: the fused layer computes in
+    bf16 from a kept copy of the frozen base, and matches PEFT under autocast to bf16 rounding;
+    the adapter's gradients arrive in fp32, as its optimizer keeps them."""
+    peft = _peft()
+    fused = copy.deepcopy(peft)
+    fused_lora.install(fused)
+    calls = []
+    monkeypatch.setattr(fused_lora, "_drop", lambda rows, drop: calls.append(rows.dtype) or rows)
+    x = torch.randn(3, 5, 32, generator=torch.Generator().manual_seed(5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, result = _step(peft, x), _step(fused, x)
+    assert calls and set(calls) == {torch.bfloat16}  # the fused path ran, in bf16
+    assert _relative_error(expected[0], result[0]) < 0.02  # bf16 keeps 8 bits: ~0.4% a value
+    assert _relative_error(expected[1], result[1]) < 0.02
+    assert expected[2].keys() == result[2].keys() and len(result[2]) == 4
+    for name, grad in result[2].items():
+        assert grad.dtype == torch.float32, name
+        assert _relative_error(expected[2][name], grad) < 0.02, name
+    base = fused.base_model.model.q.base_layer.weight
+    assert base._specialize_autocast_copy[1].dtype == torch.bfloat16  # kept for the next step
+
+
+def _relative_error(expected, actual):
+    expected, actual = expected.float(), actual.float()
+    return ((expected - actual).norm() / expected.norm()).item()
