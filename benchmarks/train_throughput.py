@@ -9,7 +9,8 @@ runs in its own process so peak RSS (taken when training ends) is its own.
     python benchmarks/train_throughput.py --model DIR --rows 64
 
 Paths, all in one run so their ratios share the machine's state:
-- specialize (its defaults: auto precision, padding-free, selected-position loss);
+- specialize (its defaults: auto precision, padding-free, selected-position loss), and the same
+  with `training.gradient_checkpointing: true`, its memory configuration (SFT only);
 - TRL's best CPU configuration: fp32, gradient checkpointing off, padded and padding-free, and the
   same two in bf16 where the CPU runs bf16 natively (AVX512-BF16 or AMX): the fastest is the
   anchor of the speed ratio;
@@ -102,7 +103,8 @@ SPECIALIZE_PATH = """
         "model": "{model}", "method": "{method}", "data": {{"train": ["{data}"]}},
         "adaptation": {{"kind": "lora", "lora": {{"r": 16, "alpha": 32, "dropout": 0.0}}}},
         "training": {{"epochs": 1, "max_steps": {steps}, "batch_size": {batch}, "max_length": {max_length},
-                      "learning_rate": 2e-4, "warmup_ratio": 0.0, "precision": "{precision}"}},
+                      "learning_rate": 2e-4, "warmup_ratio": 0.0, "precision": "{precision}",
+                      "gradient_checkpointing": {checkpointing}}},
         "eval": {{"every_steps": 100000, "patience": None}}, "output": {{"dir": "{out}"}},
         "retention": {{"suite": "none"}}}})  # training only: the TRL path measures no retention either
     run = train(recipe, progress=False)
@@ -306,7 +308,14 @@ def main() -> None:
         # Where the CPU runs bf16 natively, TRL's best configuration may be bf16 (its default)
         native_bf16 = bf16_is_fast()[0] and not torch.cuda.is_available()
         precisions = ("fp32", "bf16") if native_bf16 else ("fp32",)
-        paths = {"specialize (defaults)": (SPECIALIZE_PATH, dict(out=f"{tmp}/s"))}
+        paths = {
+            "specialize (defaults)": (SPECIALIZE_PATH, dict(out=f"{tmp}/s", checkpointing=False)),
+            # the memory configuration: one switch in the recipe
+            "specialize (gradient checkpointing)": (
+                SPECIALIZE_PATH,
+                dict(out=f"{tmp}/sc", checkpointing=True),
+            ),
+        }
         for precision in precisions:
             best = (
                 BF16 if precision == "bf16" else "bf16=False"
@@ -334,7 +343,7 @@ def main() -> None:
             paths = {
                 name.replace(", padded", f", {layout}"): path
                 for name, path in paths.items()
-                if "padding-free" not in name
+                if "padding-free" not in name and "specialize (gradient" not in name
             }
         if args.bf16_default and not native_bf16:
             paths["TRL defaults (bf16=True)"] = (
@@ -379,13 +388,13 @@ def report(results: dict[str, dict | None], tokens_per_step: float, args) -> Non
     memory = results.get(memory_anchor) if memory_anchor else None
     ours = results.get("specialize (defaults)")
     print(
-        f"{'path':42} {'steps':>5} {'seconds':>8} {'real tok/s':>10} {'speed':>6} {'peak RSS MiB':>12} "
+        f"{'path':46} {'steps':>5} {'seconds':>8} {'real tok/s':>10} {'speed':>6} {'peak RSS MiB':>12} "
         f"{'memory':>6} {'val loss':>8} {'val':>6}"
     )
     for name, r in results.items():
         if r is None:
             print(
-                f"{name:42} did not finish {args.trl_default_steps} step(s) in {args.trl_default_timeout:.0f} s"
+                f"{name:46} did not finish {args.trl_default_steps} step(s) in {args.trl_default_timeout:.0f} s"
             )
             continue
         speed = f"{rates[name] / rates[anchor]:5.2f}x" if anchor else "-"
@@ -395,7 +404,7 @@ def report(results: dict[str, dict | None], tokens_per_step: float, args) -> Non
         val_loss = f"{r['val_loss']:8.4f}" if "val_loss" in r else "-"
         mark = " *" if name == anchor else " m" if name == memory_anchor else ""
         print(
-            f"{name + mark:42} {r['steps']:5d} {r['runtime_s']:8.1f} {rates[name]:10,.0f} {speed:>6} "
+            f"{name + mark:46} {r['steps']:5d} {r['runtime_s']:8.1f} {rates[name]:10,.0f} {speed:>6} "
             f"{r['peak_rss_mib']:12,.0f} {mem:>6} {val_loss:>8} {val:>6}"
         )
     if ours and "val_tokens" in ours:
