@@ -75,8 +75,13 @@ def frozen_autocast_copy(weight, dtype):
     layer, the LM head) casts to the same numbers every time, so one kept copy does (the
     model's 107M adapted weights took ~75 ms a step to cast here, the 28M-entry head ~20 ms per
     product)."""
+    import torch
+
     cached = getattr(weight, "_specialize_autocast_copy", None)
     if cached is None or cached[0] != (weight._version, dtype):
-        cached = ((weight._version, dtype), weight.detach().to(dtype))
+        # a normal tensor even when first asked for under inference_mode (a retention probe
+        # before training): an inference tensor cannot be saved for a later backward
+        with torch.inference_mode(False):
+            cached = ((weight._version, dtype), weight.detach().to(dtype))
         weight._specialize_autocast_copy = cached
     return cached[1]

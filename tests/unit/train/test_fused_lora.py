@@ -140,3 +140,16 @@ def test_under_bf16_autocast_the_fused_step_computes_what_peft_does(monkeypatch)
 def _relative_error(expected, actual):
     expected, actual = expected.float(), actual.float()
     return ((expected - actual).norm() / expected.norm()).item()
+
+
+def test_a_copy_first_made_under_inference_mode_still_trains():
+    """An evaluation under inference_mode and autocast (a retention probe before training) makes
+    the kept copy first; training with it afterwards must still have a backward."""
+    model = _peft()
+    fused_lora.install(model)
+    x = torch.randn(2, 32, generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, _, grads = _step(model, x)
+    assert len(grads) == 4 and all(g.abs().sum() > 0 for g in grads.values())
