@@ -50,9 +50,9 @@ def reuse_freed_memory() -> bool:
     rises to at most 32 MiB as such blocks are freed) and hands the heap's free top back to the
     kernel, so every step faulted in and zeroed its activations' pages again: a [1,106 x 1,536]
     fp32 product of SiLU took 9.7 ms against 0.9 ms for one whose pages were already mapped.
-    Measured on a LoRA SFT run in fp32 (12 steps, default model): 57.4 and 53.1 s before, 47.5
-    and 48.4 s with these thresholds, peak RSS +2-4%. Process-wide, as allocation is; a no-op
-    off glibc."""
+    Measured on a LoRA SFT run in fp32 (12 steps, default model, three alternations): 59.1,
+    56.5, 57.1 s before, 52.1, 50.5, 54.3 s with these thresholds, peak RSS +5%. Process-wide,
+    as allocation is; a no-op off glibc."""
     import ctypes
     import sys
 
