@@ -381,9 +381,15 @@ def report(results: dict[str, dict | None], tokens_per_step: float, args) -> Non
     }
     best = [n for n in rates if n.startswith("TRL best")]
     anchor = max(best, key=rates.get) if best else None
-    # the layout in brackets differs by method (padded, packed): match the names up to it
+    # the layout in brackets differs by method (padded, packed): match the names before it
     memory_anchor = next(
-        (n for stem in (NATIVE_DEFAULTS, DEFAULTS) for n in results if n[:20] == stem[:20]), None
+        (
+            n
+            for stem in (NATIVE_DEFAULTS, DEFAULTS)
+            for n in results
+            if n.split(" (")[0] == stem.split(" (")[0]
+        ),
+        None,
     )
     memory = results.get(memory_anchor) if memory_anchor else None
     ours = results.get("specialize (defaults)")

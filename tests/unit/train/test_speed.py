@@ -1,6 +1,7 @@
 """Speed settings change no result: TRL's fused head on labelled positions only gives the same loss,
 gradients and logged metrics as scoring every position."""
 
+import pytest
 import torch
 
 from specialize.models.loading import load_model
@@ -240,8 +241,10 @@ print(rss() - before)
     assert int(out[1]) > 200  # MiB still resident after the free: kept for reuse
 
 
-def test_lora_sft_trains_through_the_fast_paths(tiny_recipe, monkeypatch):
-    """The trainer wires them in: packed documents' attention, the one-pass head, fused LoRA layers."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_lora_sft_trains_through_the_fast_paths(tiny_recipe, monkeypatch, precision):
+    """The trainer wires them in: packed documents' attention, the one-pass head, fused LoRA
+    layers; in fp32 and under bf16 autocast (what `auto` picks on a CPU with native bf16)."""
     from specialize.config import build_config
     from specialize.train import fused_lora, lm_head, packed_attention
     from specialize.train.config import RecipeConfig
@@ -263,8 +266,7 @@ def test_lora_sft_trains_through_the_fast_paths(tiny_recipe, monkeypatch):
     monkeypatch.setattr(fused_lora, "_drop", counting("lora", fused_lora._drop))
     recipe = tiny_recipe()
     recipe["training"]["max_steps"] = 2
-    # fp32: on a CPU with native bf16, `auto` picks bf16 autocast, where PEFT's own layers run
-    recipe["training"]["precision"] = "fp32"
+    recipe["training"]["precision"] = precision
     run = train(build_config(RecipeConfig, recipe), progress=False)
     assert run.record().status == "finished"
     assert all(count > 0 for count in calls.values()), calls
