@@ -193,6 +193,9 @@ def build_trainer(
         probe = RetentionProbe(run, tokenizer, recipe.retention)
         callbacks.append(probe)
     callbacks.extend(active_extra_callbacks())  # after the probe: they may read what it wrote
+    from specialize.train import gated_mlp
+
+    gated_mlp.install(trainer_kwargs["model"])
     if recipe.adaptation.trains_adapter:
         from specialize.train import fused_lora
 
