@@ -15,7 +15,8 @@ backward instead of stored, so q, k and v no longer keep three dropped copies of
 
 Under CPU autocast (bf16 training where the CPU runs bf16 natively) the layer computes in
 autocast's dtype, as autocast would, with the frozen base weight cast once and kept instead of
-for every product.
+for every product; with the adapter switched off (DPO's reference pass) the base product alone
+comes from that copy.
 
 Installed per layer (`install`); a layer falls back to PEFT's forward whenever this would not
 compute the same thing: adapters disabled or merged, several or no active adapters, DoRA and other
@@ -82,6 +83,17 @@ def drop_mask(shape, p: float, device=None) -> torch.Tensor:
 
 
 def _fused_forward(self, x, *args, **kwargs):
+    if _base_only_under_autocast(self, x, args, kwargs):
+        # the adapter switched off (DPO's reference pass): the base product from the kept copy
+        from specialize.train.speed import frozen_autocast_copy
+
+        compute = torch.get_autocast_dtype("cpu")
+        bias = self.base_layer.bias
+        return torch.nn.functional.linear(
+            x.to(compute),
+            frozen_autocast_copy(self.base_layer.weight, compute),
+            None if bias is None else frozen_autocast_copy(bias, compute),
+        )
     if not _plain(self, x, args, kwargs):
         return type(self).forward(self, x, *args, **kwargs)  # PEFT's own
     name = self.active_adapters[0]
@@ -136,6 +148,21 @@ def _cast_once(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     cast = x.detach().to(dtype)
     _casts.last = (weakref.ref(x), key, cast)
     return cast
+
+
+def _base_only_under_autocast(layer, x, args, kwargs) -> bool:
+    """Whether PEFT would run the plain frozen base alone, with autocast casting its weight."""
+    if args or kwargs or not layer.disable_adapters or layer.merged:
+        return False
+    base = layer.base_layer
+    if type(base) is not torch.nn.Linear or any(p.requires_grad for p in base.parameters()):
+        return False
+    return (
+        x.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and base.weight.dtype == torch.float32
+        and x.dtype in (torch.float32, torch.get_autocast_dtype("cpu"))
+    )
 
 
 def _plain(layer, x, args, kwargs) -> bool:
