@@ -32,6 +32,8 @@ import weakref
 
 import torch
 
+from specialize.train.speed import frozen_autocast_copy
+
 
 class LoraLinear(torch.autograd.Function):
     @staticmethod
@@ -85,8 +87,6 @@ def drop_mask(shape, p: float, device=None) -> torch.Tensor:
 def _fused_forward(self, x, *args, **kwargs):
     if _base_only_under_autocast(self, x, args, kwargs):
         # the adapter switched off (DPO's reference pass): the base product from the kept copy
-        from specialize.train.speed import frozen_autocast_copy
-
         compute = torch.get_autocast_dtype("cpu")
         bias = self.base_layer.bias
         return torch.nn.functional.linear(
@@ -107,8 +107,6 @@ def _fused_forward(self, x, *args, **kwargs):
     if compute != weight.dtype:
         # What autocast would compute, without its per-product casts of the frozen base: that
         # comes from a copy kept across steps; the adapter, which trains, is cast each step.
-        from specialize.train.speed import frozen_autocast_copy
-
         x_cast = None if x.dtype == compute else _cast_once(x, compute)
         lora_a, lora_b = lora_a.to(compute), lora_b.to(compute)
         weight = frozen_autocast_copy(weight, compute)
@@ -154,13 +152,11 @@ def _base_only_under_autocast(layer, x, args, kwargs) -> bool:
     """Whether PEFT would run the plain frozen base alone, with autocast casting its weight."""
     if args or kwargs or not layer.disable_adapters or layer.merged:
         return False
-    base = layer.base_layer
-    if type(base) is not torch.nn.Linear or any(p.requires_grad for p in base.parameters()):
-        return False
     return (
-        x.device.type == "cpu"
+        _frozen_linear(layer.base_layer)
+        and x.device.type == "cpu"
         and torch.is_autocast_enabled("cpu")
-        and base.weight.dtype == torch.float32
+        and layer.base_layer.weight.dtype == torch.float32
         and x.dtype in (torch.float32, torch.get_autocast_dtype("cpu"))
     )
 
@@ -173,7 +169,7 @@ def _plain(layer, x, args, kwargs) -> bool:
     if len(active) != 1 or active[0] not in layer.lora_A or active[0] in layer.lora_variant:
         return False
     base = layer.base_layer
-    if type(base) is not torch.nn.Linear or any(p.requires_grad for p in base.parameters()):
+    if not _frozen_linear(base):
         return False
     a = layer.lora_A[active[0]].weight
     if x.device.type != "cpu" or a.dtype != base.weight.dtype:
@@ -181,6 +177,10 @@ def _plain(layer, x, args, kwargs) -> bool:
     if torch.is_autocast_enabled("cpu"):  # fp32 parameters computed in autocast's dtype
         return a.dtype == torch.float32 and x.dtype in (a.dtype, torch.get_autocast_dtype("cpu"))
     return x.dtype == a.dtype
+
+
+def _frozen_linear(base) -> bool:
+    return type(base) is torch.nn.Linear and not any(p.requires_grad for p in base.parameters())
 
 
 def install(model) -> int:

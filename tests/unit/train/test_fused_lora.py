@@ -158,15 +158,13 @@ def test_a_copy_first_made_under_inference_mode_still_trains():
 def test_with_the_adapter_disabled_under_autocast_the_base_runs_from_the_kept_copy(monkeypatch):
     """DPO's reference pass switches the adapter off: the base product comes from the kept bf16
     copy, bitwise what autocast's own cast gives, and no adapter term."""
-    from specialize.train import speed
-
     peft = _peft()
     fused = copy.deepcopy(peft)
     fused_lora.install(fused)
     copied = []
-    original = speed.frozen_autocast_copy
+    original = fused_lora.frozen_autocast_copy
     monkeypatch.setattr(
-        speed, "frozen_autocast_copy", lambda w, dtype: copied.append(w) or original(w, dtype)
+        fused_lora, "frozen_autocast_copy", lambda w, dtype: copied.append(w) or original(w, dtype)
     )
     x = torch.randn(3, 5, 32, generator=torch.Generator().manual_seed(7))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
