@@ -183,6 +183,17 @@ def _frozen_linear(base) -> bool:
     return type(base) is torch.nn.Linear and not any(p.requires_grad for p in base.parameters())
 
 
+def fused_bases(model) -> list[torch.nn.Linear]:
+    """The frozen base layers whose products the fused path computes (from kept copies under
+    autocast): those of the LoRA linear layers `install` routed."""
+    return [
+        module.base_layer
+        for module in model.modules()
+        if getattr(module.forward, "__func__", None) is _fused_forward
+        and _frozen_linear(module.base_layer)
+    ]
+
+
 def install(model) -> int:
     """Route every PEFT LoRA linear layer of `model` through LoraLinear; return how many."""
     from peft.tuners.lora.layer import Linear

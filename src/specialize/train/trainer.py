@@ -200,6 +200,9 @@ def build_trainer(
         from specialize.train import fused_lora
 
         fused_lora.install(trainer_kwargs["model"])
+        pages = _frozen_base_pages(trainer_kwargs["model"], trainer_kwargs.get("args"))
+        if pages is not None:
+            callbacks.append(pages)  # last: after the retention probe has read the fp32 weights
     trainer = trainer_class(
         train_dataset=Dataset.from_list(train),
         eval_dataset=Dataset.from_list(val) if val else None,
@@ -214,6 +217,19 @@ def build_trainer(
 
         trainer.optimizer = loraplus_optimizer(trainer.model, recipe)
     return TrainerBundle(trainer, guard, early, probe)
+
+
+def _frozen_base_pages(model, args):
+    """The callback that pages out the fp32 base when a CPU run trains an adapter under bf16
+    autocast (every frozen product then reads a kept bf16 copy); None otherwise."""
+    import torch
+
+    device = next(model.parameters()).device
+    if args is None or not getattr(args, "bf16", False) or device.type != "cpu":
+        return None
+    from specialize.train.weight_pages import FrozenBasePages
+
+    return FrozenBasePages(model, torch.bfloat16)
 
 
 def train_with(
