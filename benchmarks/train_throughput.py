@@ -10,7 +10,7 @@ runs in its own process so peak RSS (taken when training ends) is its own.
 
 Paths, all in one run so their ratios share the machine's state:
 - specialize (its defaults: auto precision, padding-free, selected-position loss), and the same
-  with `training.gradient_checkpointing: true`, its memory configuration (SFT only);
+  with `training.gradient_checkpointing: true`, its memory configuration (every method);
 - TRL's best CPU configuration: fp32, gradient checkpointing off, padded and padding-free, and the
   same two in bf16 where the CPU runs bf16 natively (AVX512-BF16 or AMX): the fastest is the
   anchor of the speed ratio;
@@ -343,7 +343,7 @@ def main() -> None:
             paths = {
                 name.replace(", padded", f", {layout}"): path
                 for name, path in paths.items()
-                if "padding-free" not in name and "specialize (gradient" not in name
+                if "padding-free" not in name
             }
         if args.bf16_default and not native_bf16:
             paths["TRL defaults (bf16=True)"] = (

@@ -82,6 +82,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield tmp
+        _write_through(tmp)
         if final.exists():
             old = final.with_name(f".old-{final.name}-{os.getpid()}")
             os.replace(final, old)
@@ -92,6 +93,16 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _write_through(folder: Path) -> None:
+    """fsync every file under `folder`: after a crash the renamed folder holds whole files, and
+    their pages are clean, which the kernel can drop and read back (a model's weights, paged out
+    while training reads their bf16 copies: train/weight_pages.py)."""
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
 
 
 def write_manifest(path: str | Path, manifest: Any) -> Path:

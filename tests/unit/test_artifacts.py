@@ -1,5 +1,7 @@
 import dataclasses
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +34,24 @@ def test_atomic_dir_replaces_existing(tmp_path):
             (tmp / "f").write_text(text)
     assert (final / "f").read_text() == "two"
     assert [p.name for p in tmp_path.iterdir()] == ["d"]
+
+
+def test_atomic_dir_writes_every_file_through_before_it_publishes(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), (tmp_path / "d").exists()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with atomic_dir(tmp_path / "d") as tmp:
+        (tmp / "weights.safetensors").write_bytes(b"w" * 10)
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "config.json").write_text("{}")
+    names = sorted(Path(path).name for path, _ in synced)
+    assert names == ["config.json", "weights.safetensors"]
+    assert not any(published for _, published in synced)  # synced before the rename
 
 
 @dataclasses.dataclass
