@@ -63,7 +63,7 @@ def page_out(tensors) -> int:
 
 
 def file_mappings() -> list[tuple[int, int]]:
-    """(start, end) of this process's private mappings of regular files, from /proc/self/maps."""
+    """(start, end) of this process's mappings of files, from /proc/self/maps."""
     found = []
     try:
         with open("/proc/self/maps", encoding="utf-8") as maps:
@@ -90,7 +90,7 @@ def _read_through_copies(model) -> list[torch.Tensor]:
     from specialize.train.fused_lora import fused_bases
 
     weights = [base.weight for base in fused_bases(model)]
-    head = model.get_output_embeddings()
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is not None and not head.weight.requires_grad:
         weights.append(head.weight)
     return [w for w in weights if w.dtype == torch.float32 and w.device.type == "cpu"]
@@ -115,7 +115,7 @@ class FrozenBasePages(TrainerCallback):
 
     def __init__(self, model, dtype: torch.dtype):
         self.model, self.dtype = model, dtype
-        self.paged_out = 0  # bytes handed back at the start, for the run's log
+        self.paged_out = 0  # bytes handed back when training started
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.paged_out = page_out_frozen_base(self.model, self.dtype)
