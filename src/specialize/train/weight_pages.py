@@ -21,6 +21,9 @@ import sys
 import torch
 from transformers import TrainerCallback
 
+from specialize.train.fused_lora import fused_bases
+from specialize.train.speed import frozen_autocast_copy
+
 MADV_PAGEOUT = 21  # Linux 5.4+; older kernels answer EINVAL and nothing happens
 
 
@@ -29,8 +32,6 @@ def page_out_frozen_base(model, dtype: torch.dtype) -> int:
     weights they came from where those are a file's pages; return the bytes handed back.
 
     The copies are made first so that making them later does not read the weights back in."""
-    from specialize.train.speed import frozen_autocast_copy
-
     weights = _read_through_copies(model)
     for weight in weights:
         frozen_autocast_copy(weight, dtype)
@@ -54,12 +55,17 @@ def page_out(tensors) -> int:
         ):
             continue
         seen.add(start)
-        page = mmap.PAGESIZE
-        low = -(-start // page) * page  # the pages wholly inside: a neighbour's stay
-        high = (start + size) // page * page
+        low, high = whole_pages(tensor)  # a page shared with a neighbour stays
         if high > low and madvise(low, high - low, MADV_PAGEOUT) == 0:
             advised += high - low
     return advised
+
+
+def whole_pages(tensor) -> tuple[int, int]:
+    """The addresses [low, high) of the pages that lie wholly inside a contiguous tensor."""
+    start, page = tensor.data_ptr(), mmap.PAGESIZE
+    end = start + tensor.numel() * tensor.element_size()
+    return -(-start // page) * page, end // page * page
 
 
 def file_mappings() -> list[tuple[int, int]]:
@@ -87,8 +93,6 @@ def _read_through_copies(model) -> list[torch.Tensor]:
     """The fp32 frozen weights that training under autocast reads only through kept copies: the
     base of every LoRA linear layer the fused path computes, and the tied input/output embedding
     (the head's products use its copy; the input lookup reads a few rows back in)."""
-    from specialize.train.fused_lora import fused_bases
-
     weights = [base.weight for base in fused_bases(model)]
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is not None and not head.weight.requires_grad:

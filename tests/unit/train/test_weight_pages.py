@@ -1,5 +1,6 @@
 """Paging out a frozen fp32 base: its memory goes back to the OS, its values never change."""
 
+import mmap
 import os
 import struct
 from types import SimpleNamespace
@@ -11,30 +12,23 @@ from specialize.models.tiny import save_tiny_model
 from specialize.train import fused_lora, weight_pages
 from specialize.train.trainer import _frozen_base_pages
 
-PAGE = 4096
+PAGE = mmap.PAGESIZE
 
 
 def _resident_pages(tensor) -> int:
     """How many of the pages wholly inside `tensor` this process has mapped (/proc/self/pagemap)."""
-    start = -(-tensor.data_ptr() // PAGE) * PAGE
-    end = (tensor.data_ptr() + tensor.numel() * tensor.element_size()) // PAGE * PAGE
+    low, high = weight_pages.whole_pages(tensor)
     with open("/proc/self/pagemap", "rb") as pagemap:
-        pagemap.seek(start // PAGE * 8)
-        entries = pagemap.read((end - start) // PAGE * 8)
+        pagemap.seek(low // PAGE * 8)
+        entries = pagemap.read((high - low) // PAGE * 8)
     return sum(entry >> 63 for (entry,) in struct.iter_unpack("<Q", entries))
 
 
 def _resident_share(layers) -> float:
     """The share of the layers' weights' whole pages this process has mapped."""
-    pages = [_pages(layer.weight) for layer in layers]
-    return sum(_resident_pages(layer.weight) for layer in layers) / sum(pages)
-
-
-def _pages(tensor) -> int:
-    start = -(-tensor.data_ptr() // PAGE) * PAGE
-    return (
-        (tensor.data_ptr() + tensor.numel() * tensor.element_size()) // PAGE * PAGE - start
-    ) // PAGE
+    pages = [weight_pages.whole_pages(layer.weight) for layer in layers]
+    total = sum((high - low) // PAGE for low, high in pages)
+    return sum(_resident_pages(layer.weight) for layer in layers) / total
 
 
 def _lora_model(path):
