@@ -24,7 +24,7 @@ def train_dpo(
     resume_from: str | None = None,
     progress: bool = True,
 ) -> Outcome:
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig
 
     model, tokenizer = load_model(recipe.model)
     tokenizer = recipe_chat_template(tokenizer, recipe)
@@ -40,10 +40,10 @@ def train_dpo(
         DPOConfig,
         beta=recipe.preference.beta,
         max_length=recipe.training.max_length,
-        padding_free=False,
+        padding_free=False,  # TRL 1.16 switches its own off; packing is done here (packed_rows)
     )
     outcome, _ = train_with(
-        DPOTrainer,
+        _trainer_class(model, recipe.training.padding_free),
         recipe,
         run,
         tokenizer,
@@ -57,6 +57,25 @@ def train_dpo(
         args=args,
     )
     return outcome
+
+
+def _trainer_class(model, padding_free: bool):
+    """TRL's DPOTrainer, or with padding_free (and an sdpa model) one whose policy and reference
+    passes run each batch's rows packed into one, without their padding."""
+    from trl import DPOTrainer
+
+    from specialize.train.packed_attention import use_packed_attention
+    from specialize.train.packed_rows import pack_padded_rows
+
+    if not (padding_free and use_packed_attention(model)):
+        return DPOTrainer
+
+    class PackedDPOTrainer(DPOTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)  # adds TRL's fused head to the base model
+            pack_padded_rows(self.model.get_base_model())
+
+    return PackedDPOTrainer
 
 
 def preference_pairs(rows: list[dict], split: str) -> list[dict]:

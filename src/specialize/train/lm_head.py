@@ -12,7 +12,8 @@ vector kept ([tokens, hidden], small); the backward only scales it by the incomi
 products instead of three, the logits of one block of tokens alive at a time. The entropy's
 gradient (used by no SFT loss, only logged) is computed by re-projecting, as TRL does.
 
-The outputs (log-probability, entropy, whether the target is the top-1) are TRL's, to float rounding.
+The outputs (log-probability, entropy, mean logit, whether the target is the top-1) are TRL's, to
+float rounding; the mean logit and the top-1 flags are for logging, without gradient, as in TRL.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ TOKENS_PER_BLOCK = 256
 
 
 class FrozenHeadLogProbs(torch.autograd.Function):
-    """log p(target), entropy and top-1 flags of `hidden @ weight.T * scale`, for a weight without grad."""
+    """log p(target), entropy, mean logit and top-1 flags of `hidden @ weight.T * scale`, for a
+    weight without grad."""
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, scale):
@@ -32,13 +34,17 @@ class FrozenHeadLogProbs(torch.autograd.Function):
         n = hidden.shape[0]
         log_probs = hidden.new_empty(n, dtype=torch.float32)
         entropy = hidden.new_empty(n, dtype=torch.float32)
+        mean_logits = hidden.new_empty(n, dtype=torch.float32)
         is_top1 = torch.empty(n, dtype=torch.bool, device=hidden.device)
         direction = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
         product_weight = _product_weight(weight)
         for start in range(0, n, TOKENS_PER_BLOCK):
             block = slice(start, min(start + TOKENS_PER_BLOCK, n))
             target = targets[block]
-            logp = torch.log_softmax(_logits(hidden[block], product_weight, scale), dim=-1)
+            logits = _logits(hidden[block], product_weight, scale)
+            mean_logits[block] = logits.mean(-1)
+            logp = torch.log_softmax(logits, dim=-1)
+            del logits  # one [block, vocabulary] tile fewer alive
             is_top1[block] = logp.argmax(-1) == target
             log_probs[block] = logp.gather(1, target[:, None])[:, 0]
             probs = logp.exp()
@@ -48,11 +54,11 @@ class FrozenHeadLogProbs(torch.autograd.Function):
             direction[block] = (row - probs @ product_weight) * scale
         ctx.save_for_backward(hidden, weight, targets, direction, entropy)
         ctx.scale = scale
-        ctx.mark_non_differentiable(is_top1)
-        return log_probs, entropy, is_top1
+        ctx.mark_non_differentiable(mean_logits, is_top1)
+        return log_probs, entropy, mean_logits, is_top1
 
     @staticmethod
-    def backward(ctx, grad_log_probs, grad_entropy, _):
+    def backward(ctx, grad_log_probs, grad_entropy, *_):
         hidden, weight, targets, direction, entropy = ctx.saved_tensors
         grad = torch.zeros_like(direction)
         if grad_log_probs is not None:
@@ -96,7 +102,7 @@ def applies(hidden, weight, bias, temperature, softcapping, outputs) -> bool:
         and bias is None
         and softcapping is None
         and temperature > 0
-        and set(outputs) <= {"log_probs", "entropy", "is_top1"}
+        and set(outputs) <= {"log_probs", "entropy", "mean_logits", "is_top1"}
     )
 
 
@@ -116,13 +122,13 @@ class CpuHead:
         )
         if not applies(hidden, weight, bias, temperature, softcapping, outputs):
             return self.trl_function.apply(*args)
-        log_probs, entropy, is_top1 = FrozenHeadLogProbs.apply(
+        log_probs, entropy, mean_logits, is_top1 = FrozenHeadLogProbs.apply(
             hidden, weight, targets, logit_scale / temperature
         )
         return (
             log_probs,
             entropy if "entropy" in outputs else None,
-            None,
-            None,
+            None,  # log_sum_sq_probs: not computed here (`applies` sends those calls to TRL's)
+            mean_logits if "mean_logits" in outputs else None,
             is_top1 if "is_top1" in outputs else None,
         )

@@ -45,7 +45,14 @@ def _toy_preferences(path, count=24):
     return path
 
 
-def test_dpo_loss_falls_and_chosen_answers_gain(cli, tiny_recipe, tmp_path):
+def test_dpo_loss_falls_and_chosen_answers_gain(cli, tiny_recipe, tmp_path, monkeypatch):
+    from specialize.train import packed_rows
+
+    packed = []  # batches whose rows ran packed into one, without padding (the policy and reference)
+    original = packed_rows._packed
+    monkeypatch.setattr(
+        packed_rows, "_packed", lambda *a, **k: packed.append(1) or original(*a, **k)
+    )
     data = _toy_preferences(tmp_path / "prefs.jsonl")
     recipe = tiny_recipe(
         method="dpo",
@@ -69,6 +76,8 @@ def test_dpo_loss_falls_and_chosen_answers_gain(cli, tiny_recipe, tmp_path):
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "finished" and record["method"] == "dpo"
     assert (run / "adapter" / "adapter_config.json").is_file()
+    steps = record["outcome"]["steps"]
+    assert steps >= 4 and len(packed) >= 2 * steps  # a policy and a reference pass a step
 
 
 def test_dpo_refuses_replay_and_full_fine_tuning(cli, tiny_recipe, tmp_path):

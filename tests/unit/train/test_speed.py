@@ -135,7 +135,7 @@ def test_packed_layout_finds_documents_where_positions_restart():
 
 def _head_outputs(function, hidden, weight, targets, temperature, scale, entropy_weight):
     hidden = hidden.clone().requires_grad_(True)
-    log_probs, entropy, _, _, top1 = function.apply(
+    log_probs, entropy, _, mean_logits, top1 = function.apply(
         hidden,
         weight,
         None,
@@ -144,10 +144,11 @@ def _head_outputs(function, hidden, weight, targets, temperature, scale, entropy
         1024,
         None,
         scale,
-        ("log_probs", "entropy", "is_top1"),
+        ("log_probs", "entropy", "mean_logits", "is_top1"),  # DPO's request
     )
+    assert not mean_logits.requires_grad and not top1.requires_grad  # logged, not learnt from
     (-log_probs.sum() + entropy_weight * entropy.sum()).backward()
-    return log_probs.detach(), entropy.detach(), top1, hidden.grad, weight.grad
+    return log_probs.detach(), entropy.detach(), top1, hidden.grad, weight.grad, mean_logits
 
 
 def test_one_pass_head_gives_trl_kernels_outputs_and_gradients():
@@ -178,9 +179,10 @@ def test_one_pass_head_gives_trl_kernels_outputs_and_gradients():
         )
         assert torch.equal(trl[2], ours[2])
         assert torch.allclose(trl[3], ours[3], atol=1e-5)
+        assert torch.allclose(trl[5], ours[5], atol=1e-5)
     # a trainable head needs its own gradient: TRL's kernel runs
     trainable = weight.clone().requires_grad_(True)
-    *_, weight_grad = _head_outputs(
+    *_, weight_grad, _ = _head_outputs(
         CpuHead(ChunkedLogProbFunction), hidden, trainable, targets, 1.0, 1.0, 0.0
     )
     assert weight_grad is not None and weight_grad.abs().sum() > 0
