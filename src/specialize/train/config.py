@@ -173,7 +173,7 @@ class TrainingSection(Config):
     )
     padding_free: bool = Field(
         True,
-        description="Pack each batch into one row without padding (documents still attend only to themselves).",
+        description="Pack each batch into one row without padding, documents still attending only to themselves (sft, cpt, dpo, reward).",
     )
     gradient_checkpointing: bool = Field(
         False, description="Trade compute for memory on long sequences."

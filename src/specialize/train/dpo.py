@@ -10,6 +10,7 @@ from specialize.track.rundir import RunDir
 from specialize.train.adaptation import adapt, recipe_chat_template
 from specialize.train.config import RecipeConfig
 from specialize.train.datasets import recipe_rows
+from specialize.train.packed_rows import pack_padded_rows, packing_trainer
 from specialize.train.precision import Precision
 from specialize.train.trainer import Outcome, plan_steps, to_trl_args, train_with
 
@@ -24,7 +25,7 @@ def train_dpo(
     resume_from: str | None = None,
     progress: bool = True,
 ) -> Outcome:
-    from trl import DPOConfig
+    from trl import DPOConfig, DPOTrainer
 
     model, tokenizer = load_model(recipe.model)
     tokenizer = recipe_chat_template(tokenizer, recipe)
@@ -43,7 +44,7 @@ def train_dpo(
         padding_free=False,  # TRL 1.16 switches its own off; packing is done here (packed_rows)
     )
     outcome, _ = train_with(
-        _trainer_class(model, recipe.training.padding_free),
+        packing_trainer(DPOTrainer, model, recipe.training.padding_free, pack_padded_rows),
         recipe,
         run,
         tokenizer,
@@ -57,25 +58,6 @@ def train_dpo(
         args=args,
     )
     return outcome
-
-
-def _trainer_class(model, padding_free: bool):
-    """TRL's DPOTrainer, or with padding_free (and an sdpa model) one whose policy and reference
-    passes run each batch's rows packed into one, without their padding."""
-    from trl import DPOTrainer
-
-    from specialize.train.packed_attention import use_packed_attention
-    from specialize.train.packed_rows import pack_padded_rows
-
-    if not (padding_free and use_packed_attention(model)):
-        return DPOTrainer
-
-    class PackedDPOTrainer(DPOTrainer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)  # adds TRL's fused head to the base model
-            pack_padded_rows(self.model.get_base_model())
-
-    return PackedDPOTrainer
 
 
 def preference_pairs(rows: list[dict], split: str) -> list[dict]:

@@ -16,6 +16,7 @@ from specialize.train.judge import (  # noqa: F401  (reward_scores: the old impo
     preference_accuracy,
     reward_scores,
 )
+from specialize.train.packed_rows import pack_padded_scores, packing_trainer
 from specialize.train.precision import Precision
 from specialize.train.trainer import Outcome, plan_steps, to_trl_args, train_with
 
@@ -44,10 +45,13 @@ def train_reward(
         plan,
         RewardConfig,
         max_length=recipe.training.max_length,
-        padding_free=None,
+        padding_free=None,  # TRL's reward trainer has none; packing is done here (packed_rows)
+    )
+    trainer_class = packing_trainer(
+        RewardTrainer, model, recipe.training.padding_free, pack_padded_scores
     )
     outcome, trainer = train_with(
-        RewardTrainer,
+        trainer_class,
         recipe,
         run,
         tokenizer,

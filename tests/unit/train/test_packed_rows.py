@@ -104,3 +104,59 @@ def test_batches_it_cannot_pack_run_the_padded_forward(twins, monkeypatch):
         assert packed(input_ids=ids).logits.shape == (2, 6, vocab)
     assert calls == []
     assert set(OUTPUTS) <= set(PER_TOKEN_FIELDS)
+
+
+@pytest.fixture(scope="module")
+def reward_twins(tiny_model_dir):
+    """Two copies of a LoRA'd tiny reward model (one-number score head): padded, and packed."""
+    from peft import LoraConfig, get_peft_model
+
+    from specialize.train.judge import load_reward_model
+    from specialize.train.packed_rows import pack_padded_scores
+
+    base, _ = load_reward_model(str(tiny_model_dir))
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules="all-linear", task_type="SEQ_CLS", init_lora_weights=False
+    )
+    padded = get_peft_model(base, config)
+    packed = copy.deepcopy(padded)
+    assert use_packed_attention(packed)
+    pack_padded_scores(packed.get_base_model())
+    return padded, packed
+
+
+def test_packed_reward_rows_give_the_padded_scores_and_gradients(reward_twins):
+    padded, packed = reward_twins
+    batch = _batch([9, 4, 13, 6], padded.config.vocab_size)
+    pad = padded.config.pad_token_id
+    batch["input_ids"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, pad)
+    batch["input_ids"][0, 8] = pad  # a row ending in the pad token: scored at the token before
+    del batch["labels"]
+    scores = {}
+    for name, model in (("padded", padded), ("packed", packed)):
+        model.zero_grad()
+        logits = model(**batch).logits
+        (logits.square().sum()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        scores[name] = (logits.detach(), grads)
+    (want, want_grads), (got, got_grads) = scores["padded"], scores["packed"]
+    assert got.shape == want.shape == (4, 1)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert want_grads.keys() == got_grads.keys() and any("score" in n for n in want_grads)
+    for name, grad in want_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-3, atol=1e-6)
+
+
+def test_reward_batches_it_cannot_pack_run_the_padded_forward(reward_twins, monkeypatch):
+    from specialize.train import packed_rows
+
+    padded, packed = reward_twins
+    calls = []
+    monkeypatch.setattr(packed_rows, "_packed_scores", lambda *a, **k: calls.append(1))
+    batch = _batch([6, 4], padded.config.vocab_size)
+    del batch["labels"]
+    # the padding is not the pad token: transformers would score a padding position
+    batch["input_ids"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, 7)
+    with torch.no_grad():
+        assert torch.equal(packed(**batch).logits, padded(**batch).logits)
+    assert calls == []

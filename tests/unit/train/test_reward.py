@@ -7,7 +7,14 @@ import yaml
 from tests.unit.train.test_dpo import _toy_preferences
 
 
-def test_reward_model_ranks_held_out_pairs_above_chance(cli, tiny_recipe, tmp_path):
+def test_reward_model_ranks_held_out_pairs_above_chance(cli, tiny_recipe, tmp_path, monkeypatch):
+    from specialize.train import packed_rows
+
+    packed = []  # batches whose rows ran packed into one, without padding
+    original = packed_rows._packed_scores
+    monkeypatch.setattr(
+        packed_rows, "_packed_scores", lambda *a, **k: packed.append(1) or original(*a, **k)
+    )
     train = _toy_preferences(tmp_path / "train.jsonl", 32)
     val = tmp_path / "val.jsonl"
     rows = [
@@ -39,3 +46,4 @@ def test_reward_model_ranks_held_out_pairs_above_chance(cli, tiny_recipe, tmp_pa
         if '"loss"' in line
     ]
     assert losses[-1] < losses[0]
+    assert len(packed) >= record["outcome"]["steps"] >= 8
