@@ -1,9 +1,10 @@
 """Padding-free forwards for trainers that batch right-padded rows: preference pairs (DPO, reward).
 
-TRL's DPOTrainer and RewardTrainer pad each [chosen; rejected] batch to its longest row (DPO's own padding-free mode is
-switched off in TRL 1.16; the reward trainer has none), and with answers of varied length much of what a step computes is
-padding: in the benchmark's pairs about half the tokens, each through every layer, twice a step
-(the policy and the reference pass), and sdpa masks [rows, L, L] scores to ignore them.
+TRL's DPOTrainer and RewardTrainer pad each [chosen; rejected] batch to its longest row (DPO's own
+padding-free mode is switched off in TRL 1.16; the reward trainer has none), and with answers of
+varied length much of what a step computes is padding: in the benchmark's pairs about a third of
+the tokens, each through every layer, twice a step for DPO (the policy and the reference pass),
+and sdpa masks [rows, L, L] scores to ignore them.
 
 Here the fused-head forward that TRL calls (`model(..., labels=..., fused_lm_head=True)`, added by
 `trl.trainer.utils.add_fused_lm_head`) packs the batch's real tokens into one row whose positions
@@ -132,15 +133,20 @@ class Packing:
         positions = torch.arange(tokens, device=keep.device) - starts.repeat_interleave(lengths)
         return cls(keep, lengths, starts, positions[None])
 
+    def row(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The batch's real tokens as one [1, tokens] row."""
+        return input_ids[self.keep][None]
+
 
 def _packed(fused, input_ids, attention_mask, labels, **rest):
+    """The fused head's padded outputs, from the forward run over the packed rows."""
     packing = Packing.of(attention_mask)
     lengths, starts, tokens = packing.lengths, packing.starts, packing.positions.shape[1]
     packed_labels = labels[packing.keep]  # a new tensor: the caller's labels stay as they are
     # The token before a row's first is the previous row's last: that prediction is not learnt.
     packed_labels[starts] = -100
     out = fused(
-        input_ids=input_ids[packing.keep][None],
+        input_ids=packing.row(input_ids),
         position_ids=packing.positions,
         labels=packed_labels[None],
         fused_lm_head=True,
@@ -174,6 +180,6 @@ def _packed_scores(model, pooled, input_ids, attention_mask, **rest):
     packing = Packing.of(attention_mask)
     backbone = getattr(model, model.base_model_prefix)
     hidden = backbone(
-        input_ids=input_ids[packing.keep][None], position_ids=packing.positions, **rest
+        input_ids=packing.row(input_ids), position_ids=packing.positions, **rest
     ).last_hidden_state[0]
     return SequenceClassifierOutputWithPast(logits=model.score(hidden[packing.starts + pooled]))

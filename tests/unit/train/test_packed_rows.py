@@ -98,7 +98,7 @@ def test_batches_it_cannot_pack_run_the_padded_forward(twins, monkeypatch):
         with torch.no_grad():
             out = packed(**batch, fused_lm_head=True)
             assert torch.equal(out.log_probs, padded(**batch, fused_lm_head=True).log_probs)
-    assert not packed_rows._packable({k: v for k, v in extra.items()})
+    assert not packed_rows._packable(extra)
     with torch.no_grad():  # the plain forward (generation, evaluation) is not touched
         ids = _batch([6, 4], vocab)["input_ids"]
         assert packed(input_ids=ids).logits.shape == (2, 6, vocab)
