@@ -40,11 +40,7 @@ class LoraLinear(torch.autograd.Function):
     def forward(ctx, x, x_cast, weight, bias, lora_a, lora_b, scale, drop, keep_scale):
         # x_cast: x in the compute dtype, shared with the other layers that read x (or None)
         rows = (x if x_cast is None else x_cast).reshape(-1, x.shape[-1])
-        out = torch.addmm(bias, rows, weight.t()) if bias is not None else rows @ weight.t()
-        low = _drop(rows, drop) @ lora_a.t()  # [tokens, r]
-        if drop is not None:
-            low.mul_(keep_scale)  # inverted dropout's 1 / (1 - p), on the rank-r tensor
-        out.addmm_(low, lora_b.t(), alpha=scale)
+        out, low = lora_product(rows, weight, bias, lora_a, lora_b, scale, drop, keep_scale)
         ctx.save_for_backward(rows, weight, lora_a, lora_b, low, drop)
         ctx.scale, ctx.keep_scale, ctx.shape, ctx.x_dtype = scale, keep_scale, x.shape, x.dtype
         return out.view(*x.shape[:-1], out.shape[-1])
@@ -52,22 +48,48 @@ class LoraLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         rows, weight, lora_a, lora_b, low, drop = ctx.saved_tensors
-        grad = grad_out.reshape(-1, grad_out.shape[-1])
-        grad_low = (grad @ lora_b).mul_(ctx.scale)  # [tokens, r]
-        grad_b = (grad.t() @ low).mul_(ctx.scale)
-        if drop is not None:
-            grad_low.mul_(ctx.keep_scale)
-        grad_a = grad_low.t() @ _drop(rows, drop)
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad @ weight
-            if drop is None:
-                grad_x.addmm_(grad_low, lora_a)
-            else:
-                grad_x.add_((grad_low @ lora_a).masked_fill_(drop, 0.0))
+        grad_x, grad_a, grad_b = lora_gradients(
+            grad_out.reshape(-1, grad_out.shape[-1]),
+            rows,
+            (weight, lora_a, lora_b, low, drop),
+            ctx.scale,
+            ctx.keep_scale,
+            ctx.needs_input_grad[0],
+        )
+        if grad_x is not None:
             # to x's dtype here, so the readers' gradients add up in it (as autocast's casts do)
             grad_x = grad_x.view(ctx.shape).to(ctx.x_dtype)
         return grad_x, None, None, None, grad_a, grad_b, None, None, None
+
+
+def lora_product(rows, weight, bias, lora_a, lora_b, scale, drop, keep_scale):
+    """rows W^T + b + scale (drop(rows) A^T) B^T, and the rank-r product the backward needs."""
+    out = torch.addmm(bias, rows, weight.t()) if bias is not None else rows @ weight.t()
+    low = _drop(rows, drop) @ lora_a.t()  # [tokens, r]
+    if drop is not None:
+        low.mul_(keep_scale)  # inverted dropout's 1 / (1 - p), on the rank-r tensor
+    out.addmm_(low, lora_b.t(), alpha=scale)
+    return out, low
+
+
+def lora_gradients(grad, rows, kept, scale, keep_scale, needs_rows_grad):
+    """The gradients of lora_product for the rows (None unless asked), A and B.
+
+    kept: (weight, lora_a, lora_b, low, drop) as the forward used them."""
+    weight, lora_a, lora_b, low, drop = kept
+    grad_low = (grad @ lora_b).mul_(scale)  # [tokens, r]
+    grad_b = (grad.t() @ low).mul_(scale)
+    if drop is not None:
+        grad_low.mul_(keep_scale)
+    grad_a = grad_low.t() @ _drop(rows, drop)
+    grad_rows = None
+    if needs_rows_grad:
+        grad_rows = grad @ weight
+        if drop is None:
+            grad_rows.addmm_(grad_low, lora_a)
+        else:
+            grad_rows.add_((grad_low @ lora_a).masked_fill_(drop, 0.0))
+    return grad_rows, grad_a, grad_b
 
 
 def _drop(rows, drop):
@@ -96,13 +118,38 @@ def _fused_forward(self, x, *args, **kwargs):
         )
     if not _plain(self, x, args, kwargs):
         return type(self).forward(self, x, *args, **kwargs)  # PEFT's own
-    name = self.active_adapters[0]
-    dropout = self.lora_dropout[name]
+    x_cast, operands = _operands(self, x)
+    return LoraLinear.apply(x, x_cast, *operands)
+
+
+def product_operands(layer, x: torch.Tensor) -> tuple | None:
+    """(weight, bias, lora_a, lora_b, scale, drop, keep_scale) for `lora_product` where `layer`
+    is a routed LoRA layer that would compute x in x's own dtype, else None.
+
+    For a caller that fuses the layer into its own node (the gated MLP's down projection); the
+    dropout mask is drawn here, only when the operands are given."""
+    if getattr(layer.forward, "__func__", None) is not _fused_forward:
+        return None
+    if _base_only_under_autocast(layer, x, (), {}) or not _plain(layer, x, (), {}):
+        return None
+    if _compute_dtype(x) != x.dtype:
+        return None
+    return _operands(layer, x)[1]
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+
+
+def _operands(layer, x: torch.Tensor) -> tuple:
+    """x cast once to the compute dtype (None when already in it), and lora_product's operands."""
+    name = layer.active_adapters[0]
+    dropout = layer.lora_dropout[name]
     p = dropout.p if isinstance(dropout, torch.nn.Dropout) and dropout.training else 0.0
     drop = drop_mask((x.numel() // x.shape[-1], x.shape[-1]), p, x.device) if p > 0 else None
-    weight, bias = self.base_layer.weight, self.base_layer.bias
-    lora_a, lora_b = self.lora_A[name].weight, self.lora_B[name].weight
-    compute = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+    weight, bias = layer.base_layer.weight, layer.base_layer.bias
+    lora_a, lora_b = layer.lora_A[name].weight, layer.lora_B[name].weight
+    compute = _compute_dtype(x)
     x_cast = None
     if compute != weight.dtype:
         # What autocast would compute, without its per-product casts of the frozen base: that
@@ -111,17 +158,8 @@ def _fused_forward(self, x, *args, **kwargs):
         lora_a, lora_b = lora_a.to(compute), lora_b.to(compute)
         weight = frozen_autocast_copy(weight, compute)
         bias = None if bias is None else frozen_autocast_copy(bias, compute)
-    return LoraLinear.apply(
-        x,
-        x_cast,
-        weight,
-        bias,
-        lora_a,
-        lora_b,
-        float(self.scaling[name]),
-        drop,
-        1.0 / (1.0 - p) if p > 0 else 1.0,
-    )
+    scale = float(layer.scaling[name])
+    return x_cast, (weight, bias, lora_a, lora_b, scale, drop, 1.0 / (1.0 - p) if p > 0 else 1.0)
 
 
 _casts = threading.local()

@@ -5,7 +5,8 @@ import copy
 import torch
 
 from specialize.models.loading import load_model
-from specialize.train import fused_lora, gated_mlp
+from specialize.train import fused_lora, gated_mlp, packed_attention
+from specialize.train.packed_attention import use_packed_attention
 
 
 def _kept(forward):
@@ -19,6 +20,10 @@ def _kept(forward):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         result = forward()
     return result, list(storages.values())
+
+
+def _bytes(kept):
+    return sum(t.untyped_storage().nbytes() for t in kept)
 
 
 def _grads(model, result):
@@ -48,6 +53,54 @@ def test_gated_mlp_keeps_two_intermediate_tensors_with_bitwise_the_same_gradient
         assert expected.keys() == actual.keys() and expected
         for name, grad in expected.items():
             assert torch.equal(grad, actual[name]), (autocast, name)
+
+
+def test_gated_mlp_with_a_lora_down_projection_keeps_gate_and_up_only(tiny_model_dir, monkeypatch):
+    """down_proj's LoRA joins the node: it keeps no copy of silu(gate) * up; outputs and every
+    gradient (adapters and input) are what the separate nodes give, bitwise, dropout included."""
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = load_model(str(tiny_model_dir))
+    torch.manual_seed(0)
+    targets = ["gate_proj", "up_proj", "down_proj"]
+    model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=targets)
+    )
+    for module in model.modules():
+        if hasattr(module, "lora_B"):
+            torch.nn.init.normal_(module.lora_B["default"].weight, std=0.02)  # B starts at zero
+    mlp = model.base_model.model.model.layers[0].mlp
+    gated_mlp.install(mlp)
+    fused_lora.install(mlp)
+    width = model.config.intermediate_size
+    x = torch.randn(2, 9, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+
+    def step():
+        torch.manual_seed(1)  # the same dropout masks
+        xi = x.clone().requires_grad_()
+        out, kept = _kept(lambda: mlp(xi))
+        mlp.zero_grad()
+        grads = _grads(mlp, out)
+        return out, kept, grads | {"x": xi.grad}
+
+    def wide(kept):
+        return [
+            t
+            for t in kept
+            if t.is_floating_point() and t.shape[-1] == width and t.numel() == 18 * width
+        ]
+
+    for autocast in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            fused, kept_fused, grads_fused = step()
+            with monkeypatch.context() as patch:
+                patch.setattr(fused_lora, "product_operands", lambda layer, x: None)
+                apart, kept_apart, grads_apart = step()
+        assert len(wide(kept_fused)) == 2 and len(wide(kept_apart)) == 3  # gate, up (+ product)
+        assert torch.equal(fused, apart)
+        assert grads_fused.keys() == grads_apart.keys() and len(grads_fused) == 7
+        for name, grad in grads_apart.items():
+            assert torch.equal(grad, grads_fused[name]), (autocast, name)
 
 
 def test_gated_mlp_leaves_other_activations_alone():
@@ -113,16 +166,47 @@ def test_layers_reading_one_input_keep_one_cast_of_it_under_autocast(monkeypatch
         assert model(torch.randn(5, 32)).shape == (5,)  # inference tensors have no version
 
 
-def test_packed_attention_keeps_no_copy_of_the_packed_tokens(tiny_model_dir):
-    from specialize.train.packed_attention import use_packed_attention
-
+def test_packed_attention_keeps_its_tokens_packed_with_bitwise_the_same_gradients(
+    tiny_model_dir, monkeypatch
+):
+    """q, k, v and the output are kept once each, packed (not padded to the longest document),
+    and the logits and every gradient are what autograd's padded sdpa gives, bitwise."""
     model, _ = load_model(str(tiny_model_dir))
-    use_packed_attention(model)
+    assert use_packed_attention(model)
+    config = model.config
     lengths = [7, 12, 3]
-    ids = torch.randint(0, model.config.vocab_size, (1, sum(lengths)))
+    ids = torch.randint(
+        0, config.vocab_size, (1, sum(lengths)), generator=torch.Generator().manual_seed(3)
+    )
     positions = torch.cat([torch.arange(n) for n in lengths])[None]
-    _, kept = _kept(lambda: model(input_ids=ids, position_ids=positions, use_cache=False).logits)
-    heads = model.config.num_attention_heads
-    head_dim = model.config.hidden_size // heads
-    packed_tokens = [t for t in kept if t.shape == (sum(lengths), heads, head_dim)]
-    assert packed_tokens == []
+
+    def forward():
+        return model(input_ids=ids, position_ids=positions, use_cache=False).logits
+
+    def padded(kept):  # [documents, heads, longest, dim] tensors
+        return [t for t in kept if t.dim() == 4 and t.shape[0] == len(lengths) and t.shape[2] == 12]
+
+    logits, kept = _kept(forward)
+    head_dim = config.hidden_size // config.num_attention_heads
+    kv = [t for t in kept if t.shape == (sum(lengths), config.num_key_value_heads, head_dim)]
+    layers = config.num_hidden_layers
+    assert len(kv) == 2 * layers  # k and v of every layer, packed
+    assert padded(kept) == []
+    grads = _grads(model, logits)
+    model.zero_grad()
+
+    monkeypatch.setattr(
+        packed_attention._DocumentAttention,
+        "apply",
+        lambda q, k, v, layout, scale: packed_attention._padded_attention(
+            q, k, v, layout, scale, 0.0
+        ),
+    )
+    logits_padded, kept_padded = _kept(forward)
+    assert len(padded(kept_padded)) == 4 * layers  # autograd's sdpa: q, k, v and the output
+    assert _bytes(kept) < _bytes(kept_padded)
+    assert torch.equal(logits, logits_padded)
+    expected = _grads(model, logits_padded)
+    assert expected.keys() == grads.keys() and grads
+    for name, grad in expected.items():
+        assert torch.equal(grad, grads[name]), name

@@ -80,29 +80,28 @@ def test_packed_attention_equals_the_block_diagonal_mask_and_keeps_documents_apa
     assert use_packed_attention(model) is False  # only an sdpa model is switched
 
 
-def test_packed_attention_under_bf16_autocast_matches_fp32_and_trains(tiny_model_dir):
+def test_packed_attention_under_bf16_autocast_matches_fp32_and_trains(tiny_model_dir, monkeypatch):
     """Under CPU autocast the documents attend in fp32 (torch's bf16 CPU kernel is slower): the
     result comes back in bf16, close to the fp32 model's, and gradients reach every layer."""
-    from specialize.train.packed_attention import use_packed_attention
+    from specialize.train import packed_attention
 
     model, _ = load_model(str(tiny_model_dir))
     ids, positions = _packed_batch(model, [9, 14, 5], seed=2)
     reference, _ = _logits_and_grads(model, input_ids=ids, position_ids=positions)
-    use_packed_attention(model)
+    packed_attention.use_packed_attention(model)
     seen = []
-    original = torch.nn.functional.scaled_dot_product_attention
+    original = packed_attention._to_documents
 
-    def spy(query, *args, **kwargs):
-        seen.append(query.dtype)
-        return original(query, *args, **kwargs)
+    def spy(tokens, layout):  # what the kernel reads, forward and backward
+        seen.append(tokens.dtype)
+        return original(tokens, layout)
 
-    torch.nn.functional.scaled_dot_product_attention = spy
-    try:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits, grads = _logits_and_grads(model, input_ids=ids, position_ids=positions)
-    finally:
-        torch.nn.functional.scaled_dot_product_attention = original
-    assert seen and set(seen) == {torch.float32}
+    monkeypatch.setattr(packed_attention, "_to_documents", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, grads = _logits_and_grads(model, input_ids=ids, position_ids=positions)
+    layers = model.config.num_hidden_layers
+    assert len(seen) == 8 * layers and set(seen) == {torch.float32}  # q, k, v; then 5 back
+    assert logits.dtype == torch.bfloat16
     assert torch.allclose(logits.float(), reference, atol=0.1, rtol=0.05)
     assert all(grad is not None and grad.abs().sum() > 0 for grad in grads.values())
 
