@@ -88,16 +88,15 @@ def packed_attention_forward(
     # AVX512-BF16), so under autocast the documents attend in fp32; the result returns in bf16.
     compute = torch.float32 if query.device.type == "cpu" else query.dtype
     tokens = [states[0].transpose(0, 1).to(compute) for states in (query, key, value)]
-    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     with torch.autocast(query.device.type, enabled=False):
         if query.device.type == "cpu" and not dropout:
-            packed = _DocumentAttention.apply(*tokens, layout, scale)
+            packed = _DocumentAttention.apply(*tokens, layout, scaling)
         else:
-            packed = _padded_attention(*tokens, layout, scale, dropout)
+            packed = _padded_attention(*tokens, layout, scaling, dropout)
     return packed.to(query.dtype).unsqueeze(0), None
 
 
-def _padded_attention(query, key, value, layout: Layout, scale: float, dropout: float):
+def _padded_attention(query, key, value, layout: Layout, scale: float | None, dropout: float):
     """sdpa over the padded documents, with autograd's own backward (which keeps the padded
     q, k, v and output)."""
     output = F.scaled_dot_product_attention(
@@ -122,7 +121,7 @@ class _DocumentAttention(torch.autograd.Function):
     gradients are bitwise the same. The kernel takes the kv heads ungrouped (no repeated copies)."""
 
     @staticmethod
-    def forward(ctx, query, key, value, layout: Layout, scale: float):
+    def forward(ctx, query, key, value, layout: Layout, scale: float | None):
         output, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             *(_to_documents(states, layout) for states in (query, key, value)),
             0.0,
