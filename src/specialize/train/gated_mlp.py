@@ -56,7 +56,8 @@ class SiluGateDown(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         gate, up, weight, lora_a, lora_b, low, drop = ctx.saved_tensors
-        hidden = F.silu(gate) * up  # the forward's product again, instead of keeping it
+        silu = F.silu(gate)
+        hidden = silu * up  # the forward's product again, instead of keeping it
         needs_hidden = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         grad_rows, grad_a, grad_b = fused_lora.lora_gradients(
             grad_out.reshape(-1, grad_out.shape[-1]),
@@ -72,7 +73,7 @@ class SiluGateDown(torch.autograd.Function):
             if ctx.needs_input_grad[0]:
                 grad_gate = torch.ops.aten.silu_backward(grad * up, gate)
             if ctx.needs_input_grad[1]:
-                grad_up = grad * F.silu(gate)
+                grad_up = grad * silu
         return grad_gate, grad_up, None, None, grad_a, grad_b, None, None, None
 
 
