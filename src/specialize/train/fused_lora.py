@@ -130,9 +130,7 @@ def product_operands(layer, x: torch.Tensor) -> tuple | None:
     dropout mask is drawn here, only when the operands are given."""
     if getattr(layer.forward, "__func__", None) is not _fused_forward:
         return None
-    if _base_only_under_autocast(layer, x, (), {}) or not _plain(layer, x, (), {}):
-        return None
-    if _compute_dtype(x) != x.dtype:
+    if not _plain(layer, x, (), {}) or _compute_dtype(x) != x.dtype:
         return None
     return _operands(layer, x)[1]
 

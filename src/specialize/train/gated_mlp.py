@@ -31,12 +31,14 @@ class SiluGate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         gate, up = ctx.saved_tensors
-        grad_gate = grad_up = None
-        if ctx.needs_input_grad[0]:
-            grad_gate = torch.ops.aten.silu_backward(grad * up, gate)
-        if ctx.needs_input_grad[1]:
-            grad_up = grad * F.silu(gate)
-        return grad_gate, grad_up
+        return _gate_up_grads(grad, gate, up, F.silu(gate), ctx.needs_input_grad[:2])
+
+
+def _gate_up_grads(grad, gate, up, silu, needs):
+    """The gradients of silu(gate) * up for gate and up (None where not needed)."""
+    grad_gate = torch.ops.aten.silu_backward(grad * up, gate) if needs[0] else None
+    grad_up = grad * silu if needs[1] else None
+    return grad_gate, grad_up
 
 
 class SiluGateDown(torch.autograd.Function):
@@ -70,10 +72,7 @@ class SiluGateDown(torch.autograd.Function):
         grad_gate = grad_up = None
         if needs_hidden:
             grad = grad_rows.view(hidden.shape).to(hidden.dtype)
-            if ctx.needs_input_grad[0]:
-                grad_gate = torch.ops.aten.silu_backward(grad * up, gate)
-            if ctx.needs_input_grad[1]:
-                grad_up = grad * silu
+            grad_gate, grad_up = _gate_up_grads(grad, gate, up, silu, ctx.needs_input_grad[:2])
         return grad_gate, grad_up, None, None, grad_a, grad_b, None, None, None
 
 
