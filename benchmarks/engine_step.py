@@ -2,7 +2,7 @@
 bare model, with torch.profiler's op table.
 
     .venv/bin/python benchmarks/engine_step.py [--model smollm2-135m-instruct] [--batch 1 --batch 8]
-        [--repeats 5] [--steps 3] [--threads 1] [--profile 8] [--max-tokens 32]
+        [--repeats 5] [--steps 3] [--threads 1] [--profile 8] [--max-tokens 32] [--context 1500]
 
 It makes three random LoRA adapters (r=8 on q_proj,v_proj, as `serve_load.py` does) in a
 temporary home, loads them on a `ModelHost`, and builds an `Engine` whose scheduler thread is
@@ -19,7 +19,9 @@ Each line gives the median and min over --repeats x --steps steps (n) of the CPU
 thread (with --threads 1 every op runs on it, so time stolen by other processes on a shared
 machine does not count), and the wall-clock median. Ratios between batch sizes come from the
 same process, interleaved. --profile B prints torch.profiler's op table (top rows by self CPU
-time) for --steps engine decoding steps at batch B.
+time) for --steps engine decoding steps at batch B. --context N puts about N tokens of the
+Nordvik example's documents ahead of each question (a chat with retrieved text in its prompt), so
+the steps run on a long KV cache.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--profile", type=int, default=8, help="batch size to profile (0: none)")
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument(
+        "--context", type=int, default=0, help="tokens of documents ahead of each question"
+    )
     args = parser.parse_args()
     batches = args.batch or [1, 8]
     home = tempfile.mkdtemp(prefix="engine-step-")
@@ -75,8 +80,10 @@ def main() -> None:
     engine.stop()  # this script drives the steps from its own thread
     models = ["base", *names]
     settings = GenerationSettings(max_new_tokens=args.max_tokens)
+    preamble = _documents(host.tokenizer, args.context)
     prompt_ids = [
-        render_prompt_ids(host.tokenizer, [{"role": "user", "content": p}]) for p in PROMPTS
+        render_prompt_ids(host.tokenizer, [{"role": "user", "content": preamble + p}])
+        for p in PROMPTS
     ]
     print(
         f"{args.model} + {len(names)} adapters, {args.threads} thread(s), "
@@ -181,6 +188,19 @@ def main() -> None:
         engine._drop(list(engine._active))
         print(f"\nprofile of {args.steps} engine decoding steps at batch {args.profile}:")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+def _documents(tokenizer, tokens: int) -> str:
+    """About `tokens` tokens of the Nordvik documents (repeated as needed), or nothing."""
+    if not tokens:
+        return ""
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "examples" / "nordvik" / "docs"
+    text = "\n\n".join(f.read_text() for f in sorted(docs.glob("*.md")))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = (ids * (tokens // len(ids) + 1))[:tokens]
+    return tokenizer.decode(ids) + "\n\nQuestion: "
 
 
 class _timer:

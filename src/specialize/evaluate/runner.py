@@ -15,7 +15,7 @@ from functools import cached_property
 import torch
 from tqdm import tqdm
 
-from specialize.evaluate.kv_cache import (
+from specialize.models.kv_cache import (
     allocated_cache,
     copy_prefix,
     fill_to,

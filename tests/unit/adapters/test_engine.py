@@ -145,6 +145,35 @@ def test_mixed_batches_answer_exactly_as_each_request_alone(engine, monkeypatch)
         assert len(done.generated) == 60 and done.finish_reason == "length"
 
 
+def test_decoding_steps_write_the_cache_in_place_and_rows_leave_in_place(engine, monkeypatch):
+    """Between joins the KV cache is one buffer: a decoding step writes its new column into the
+    room kept past the rows (no copy of the cache per step), a finished row's leaving moves the
+    others up in it, and when the room runs out it grows by CACHE_ROOM; answers stay exact."""
+    from specialize.adapters import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "CACHE_ROOM", 4)
+    alone = {p: engine.run(job(engine, "creative", p, tokens=9)).generated for p in PROMPTS[:3]}
+    driver = Engine(engine.host, max_batch=4, max_in_flight=8)
+    driver.stop()  # this test drives its steps
+    jobs = [job(engine, "creative", p, tokens=9) for p in PROMPTS[:3]]
+    jobs[0].settings = GenerationSettings(max_new_tokens=3)  # leaves first
+    buffers, sizes = [], []
+    with engine.host._lock:
+        driver._step(jobs)  # the prefill, joined into a cache with 4 positions of room
+        while driver._active:
+            layer = driver._batch[0].layers[0]
+            buffers.append(layer._keys.data_ptr())
+            sizes.append((layer._keys.shape[0], layer.keys.shape[-2], layer._keys.shape[-2]))
+            driver._step([])
+    # steps 1-4 fill the room of the first buffer (a row leaving after step 2 stays in it); step 5
+    # grows it by 4 positions, as does step 9
+    assert len(set(buffers[:5])) == 1 and buffers[5] != buffers[4], (buffers, sizes)
+    assert sizes[2][0] == 2 and sizes[5][2] == sizes[0][2] + 4, sizes
+    assert jobs[0].generated == alone[PROMPTS[0]][:3]
+    for prompt, done in zip(PROMPTS[1:3], jobs[1:], strict=True):
+        assert done.generated == alone[prompt]
+
+
 def test_stop_strings_and_streamed_pieces(engine):
     full = engine.run(job(engine, "creative", PROMPTS[2], tokens=12))
     assert full.finish_reason == "length" and len(full.text) > 6

@@ -91,7 +91,7 @@ def test_greedy_loop_matches_generate_token_for_token(tiny, shared_system):
 @pytest.mark.parametrize("group_tokens", [1, 60])
 def test_prompts_run_in_length_groups_give_generates_tokens(tiny, monkeypatch, group_tokens):
     """Each group writes its own rows of the shared cache, padded only to its own longest."""
-    from specialize.evaluate.kv_cache import rows_of
+    from specialize.models.kv_cache import rows_of
 
     model, tokenizer = tiny
     prompts = [
@@ -208,38 +208,3 @@ def test_a_cache_too_small_for_the_reply_grows_and_gives_the_same_tokens(tiny, m
     old, new = generated_by_both(model, rows, 12)
     assert new == old
     assert built[0].layers[0]._keys.shape[-2] >= max(len(r) for r in rows) + 11
-
-
-def test_the_cache_writes_new_positions_in_place():
-    from specialize.evaluate.kv_cache import PreallocatedLayer
-
-    layer = PreallocatedLayer(capacity=8)
-    steps = [torch.randn(2, 3, n, 4) for n in (5, 1, 1)]
-    pointers = set()
-    for keys in steps:
-        out_keys, out_values = layer.update(keys, keys * 2)
-        pointers.add(layer._keys.data_ptr())
-    expected = torch.cat(steps, dim=-2)
-    assert torch.equal(out_keys, expected) and torch.equal(out_values, expected * 2)
-    assert layer.get_seq_length() == 7 and len(pointers) == 1  # one buffer, never copied
-    layer.batch_select_indices(torch.tensor([1]))
-    assert torch.equal(layer.keys, expected[1:]) and layer.get_seq_length() == 7
-    layer.update(torch.ones(1, 3, 1, 4), torch.ones(1, 3, 1, 4))
-    assert torch.equal(layer.keys[:, :, :7], expected[1:]) and layer.keys.shape[-2] == 8
-
-
-def test_a_window_writes_into_its_rows_of_the_parent_and_never_regrows():
-    from specialize.evaluate.kv_cache import PreallocatedLayer
-
-    parent = PreallocatedLayer(capacity=4)
-    parent.allocate(3, 2, 4, 4, torch.float32, torch.device("cpu"))
-    window = parent.window(1, 3, length=1)  # rows 1-2, position 0 left as padding
-    new = torch.randn(2, 2, 2, 4)
-    window.update(new, new * 2)
-    parent.fill_to(3)
-    assert torch.equal(parent.keys[1:, :, 1:3], new) and torch.equal(
-        parent.values[1:, :, 1:3], new * 2
-    )
-    assert not parent.keys[0].any() and not parent.keys[1:, :, 0].any()  # untouched rows stay zero
-    with pytest.raises(RuntimeError, match="cannot grow"):
-        window.update(torch.ones(2, 2, 2, 4), torch.ones(2, 2, 2, 4))

@@ -11,6 +11,10 @@ A cache can also be allocated for a known batch up front and written through row
 (`rows_of`): prompts of very different lengths are then run in groups of similar length, each
 group writing its keys and values straight into its rows of the shared buffer, so no group pays
 for another group's padding.
+
+The serving engine's batches change shape between steps (requests join and leave); it rebuilds a
+cache with room to spare when rows join (`joined_cache`), compacts it in place when rows leave
+(`keep_rows`), and between those its decoding steps write in place too.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ class PreallocatedLayer(DynamicLayer):
     capacity the buffer doubles (a longer generation still works, with one copy per doubling).
     """
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, growth: int | None = None):
         super().__init__()
         self.capacity = capacity
+        self.growth = growth  # positions added when full; None: the buffer doubles
         self.length = 0
         self._keys: torch.Tensor | None = None
         self._values: torch.Tensor | None = None
@@ -78,7 +83,8 @@ class PreallocatedLayer(DynamicLayer):
         return self.keys, self.values
 
     def _grow(self, key_states, value_states, end: int) -> None:
-        room = max(end, self.capacity, 2 * (0 if self._keys is None else self._keys.shape[-2]))
+        size = 0 if self._keys is None else self._keys.shape[-2]
+        room = max(end, self.capacity, size + self.growth if self.growth else 2 * size)
         keys = key_states.new_empty((*key_states.shape[:2], room, key_states.shape[-1]))
         values = value_states.new_empty((*value_states.shape[:2], room, value_states.shape[-1]))
         if self.length:
@@ -97,10 +103,48 @@ class PreallocatedLayer(DynamicLayer):
             self._expose()
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.length:
+        if not self.length:
+            return
+        rows = indices.tolist()
+        if rows != sorted(set(rows)):  # a reorder or a repeat: gather into a new buffer
             self._keys = self._keys[indices, ...]
             self._values = self._values[indices, ...]
-            self._expose()
+        else:
+            self.keep_rows(rows)
+        self._expose()
+
+    def keep_rows(self, rows: list[int]) -> None:
+        """Keep these rows (ascending, no repeats), moved up in place: no new buffer.
+
+        Row i takes row rows[i] >= i, so a row is always read before anything overwrites it.
+        The dropped rows' memory stays with the buffer until it is next replaced.
+        """
+        for i, row in enumerate(rows):
+            if row != i:
+                self._keys[i, :, : self.length].copy_(self._keys[row, :, : self.length])
+                self._values[i, :, : self.length].copy_(self._values[row, :, : self.length])
+        self._keys, self._values = self._keys[: len(rows)], self._values[: len(rows)]
+        self._expose()
+
+    def hold(self, blocks: list[tuple[torch.Tensor, torch.Tensor]], width: int) -> None:
+        """Become the rows of these (keys, values) blocks in order, each right-aligned to `width`
+        positions (zeros on its left, positions the caller's mask hides), in a new buffer with
+        room for max(capacity, width) positions."""
+        keys, values = blocks[0]
+        rows = sum(k.shape[0] for k, _ in blocks)
+        size = max(self.capacity, width)
+        self._keys = keys.new_empty((rows, keys.shape[1], size, keys.shape[-1]))
+        self._values = values.new_empty((rows, values.shape[1], size, values.shape[-1]))
+        start = 0
+        for block_keys, block_values in blocks:
+            stop, first = start + block_keys.shape[0], width - block_keys.shape[-2]
+            for buffer, block in ((self._keys, block_keys), (self._values, block_values)):
+                buffer[start:stop, :, :first].zero_()
+                buffer[start:stop, :, first:width].copy_(block)
+            start = stop
+        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+        self.length = width
+        self._expose()
 
     def crop(self, tokens_to_remove: int) -> None:
         super().crop(tokens_to_remove)  # validates, and crops the views
@@ -150,6 +194,35 @@ def copy_prefix(cache: DynamicCache, prefix: DynamicCache) -> None:
         filled = source.keys.shape[-2]
         layer._keys[:, :, :filled].copy_(source.keys.expand(layer._keys.shape[0], -1, -1, -1))
         layer._values[:, :, :filled].copy_(source.values.expand(layer._values.shape[0], -1, -1, -1))
+
+
+def joined_cache(blocks: list[DynamicCache], width: int, room: int) -> DynamicCache:
+    """One cache holding the rows of every block in order, each right-aligned to `width`
+    positions, with room for `room` more written in place; when full it grows by `room`."""
+    cache = DynamicCache()
+    cache.layers = []
+    for layers in zip(*(block.layers for block in blocks), strict=True):
+        layer = PreallocatedLayer(width + room, growth=room)
+        layer.hold([(part.keys, part.values) for part in layers], width)
+        cache.layers.append(layer)
+    return cache
+
+
+def keep_rows(cache: DynamicCache, rows: list[int], first: int, room: int) -> DynamicCache:
+    """The cache with only these rows (ascending) and without its first `first` positions:
+    compacted in place when nothing is cut, else copied into a new buffer with `room` to spare."""
+    if not first and all(isinstance(layer, PreallocatedLayer) for layer in cache.layers):
+        for layer in cache.layers:
+            layer.keep_rows(rows)
+        return cache
+    index = torch.tensor(rows)
+    kept = DynamicCache()
+    kept.layers = []
+    for layer in cache.layers:
+        part = DynamicLayer()
+        part.keys, part.values = layer.keys[index, :, first:], layer.values[index, :, first:]
+        kept.layers.append(part)
+    return joined_cache([kept], kept.layers[0].keys.shape[-2], room)
 
 
 def rows_of(cache: DynamicCache, start: int, stop: int, length: int) -> DynamicCache:
