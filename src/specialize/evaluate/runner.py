@@ -15,6 +15,7 @@ from functools import cached_property
 import torch
 from tqdm import tqdm
 
+from specialize.models.generation import GenerationSettings, render_prompt_ids
 from specialize.models.kv_cache import (
     allocated_cache,
     copy_prefix,
@@ -22,7 +23,6 @@ from specialize.models.kv_cache import (
     preallocated_cache,
     rows_of,
 )
-from specialize.models.generation import GenerationSettings, render_prompt_ids
 
 
 def generate_batch(
