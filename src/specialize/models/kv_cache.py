@@ -29,7 +29,8 @@ class PreallocatedLayer(DynamicLayer):
 
     `keys` and `values` stay views of the filled positions, so everything that reads them
     (masks, sequence length, attention) sees exactly what DynamicLayer would hold. Past the
-    capacity the buffer doubles (a longer generation still works, with one copy per doubling).
+    capacity the buffer doubles, or grows by `growth` positions where that is set (a longer
+    generation still works, with one copy per growth).
     """
 
     def __init__(self, capacity: int, growth: int | None = None):
