@@ -34,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 
 def main() -> None:
@@ -194,8 +195,6 @@ def _documents(tokenizer, tokens: int) -> str:
     """About `tokens` tokens of the Nordvik documents (repeated as needed), or nothing."""
     if not tokens:
         return ""
-    from pathlib import Path
-
     docs = Path(__file__).resolve().parents[1] / "examples" / "nordvik" / "docs"
     text = "\n\n".join(f.read_text() for f in sorted(docs.glob("*.md")))
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]

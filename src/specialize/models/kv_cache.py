@@ -200,13 +200,10 @@ def copy_prefix(cache: DynamicCache, prefix: DynamicCache) -> None:
 def joined_cache(blocks: list[DynamicCache], width: int, room: int) -> DynamicCache:
     """One cache holding the rows of every block in order, each right-aligned to `width`
     positions, with room for `room` more written in place; when full it grows by `room`."""
-    cache = DynamicCache()
-    cache.layers = []
-    for layers in zip(*(block.layers for block in blocks), strict=True):
-        layer = PreallocatedLayer(width + room, growth=room)
-        layer.hold([(part.keys, part.values) for part in layers], width)
-        cache.layers.append(layer)
-    return cache
+    layers = zip(*(block.layers for block in blocks), strict=True)
+    return _cache_of(
+        [[(part.keys, part.values) for part in parts] for parts in layers], width, room
+    )
 
 
 def keep_rows(cache: DynamicCache, rows: list[int], first: int, room: int) -> DynamicCache:
@@ -217,13 +214,21 @@ def keep_rows(cache: DynamicCache, rows: list[int], first: int, room: int) -> Dy
             layer.keep_rows(rows)
         return cache
     index = torch.tensor(rows)
-    kept = DynamicCache()
-    kept.layers = []
-    for layer in cache.layers:
-        part = DynamicLayer()
-        part.keys, part.values = layer.keys[index, :, first:], layer.values[index, :, first:]
-        kept.layers.append(part)
-    return joined_cache([kept], kept.layers[0].keys.shape[-2], room)
+    kept = [
+        [(layer.keys[index, :, first:], layer.values[index, :, first:])] for layer in cache.layers
+    ]
+    return _cache_of(kept, kept[0][0][0].shape[-2], room)
+
+
+def _cache_of(layers: list[list[tuple[torch.Tensor, torch.Tensor]]], width: int, room: int):
+    """A cache whose layer i holds the (keys, values) blocks layers[i] (see `hold`)."""
+    cache = DynamicCache()
+    cache.layers = []
+    for blocks in layers:
+        layer = PreallocatedLayer(width + room, growth=room)
+        layer.hold(blocks, width)
+        cache.layers.append(layer)
+    return cache
 
 
 def rows_of(cache: DynamicCache, start: int, stop: int, length: int) -> DynamicCache:
