@@ -37,7 +37,8 @@ def packing_trainer(trainer_class, model, padding_free: bool, pack):
     `pack` (pack_padded_rows, pack_padded_scores)."""
     from specialize.train.packed_attention import use_packed_attention
 
-    if not (padding_free and use_packed_attention(model)):
+    switched = use_packed_attention(model)  # padded batches gain from it too (grouped kv heads)
+    if not (padding_free and switched):
         return trainer_class
 
     class PackingTrainer(trainer_class):

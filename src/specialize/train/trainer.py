@@ -140,8 +140,8 @@ def build_sft_trainer(
 
     from specialize.train.packed_attention import use_packed_attention
 
-    if recipe.training.padding_free:
-        use_packed_attention(model)  # the packed row's documents attend without an L x L mask
+    # packed documents attend without an L x L mask; padded batches without repeated kv heads
+    use_packed_attention(model)
     args = to_trl_args(recipe, run, precision, plan)
     return build_trainer(
         SFTTrainer,

@@ -106,20 +106,42 @@ def test_packed_attention_under_bf16_autocast_matches_fp32_and_trains(tiny_model
     assert all(grad is not None and grad.abs().sum() > 0 for grad in grads.values())
 
 
-def test_packed_attention_leaves_padded_batches_and_generation_to_sdpa(tiny_model_dir):
-    from specialize.train.packed_attention import use_packed_attention
+def test_padded_batches_attend_with_grouped_kv_heads_and_the_same_results(
+    tiny_model_dir, monkeypatch
+):
+    """A masked batch (left padding, as GRPO's and padded SFT's) skips transformers' repeated kv
+    heads: the same logits bitwise, the same gradients to float rounding, the same generation;
+    decoding steps (one position) stay with transformers."""
+    from specialize.train import packed_attention
 
     model, _ = load_model(str(tiny_model_dir))
+    assert model.config.num_key_value_heads < model.config.num_attention_heads
     ids = torch.randint(
         0, model.config.vocab_size, (2, 10), generator=torch.Generator().manual_seed(1)
     )
     mask = torch.ones_like(ids)
     mask[1, :4] = 0  # left padding
-    before = model(input_ids=ids, attention_mask=mask).logits
-    generated = model.generate(ids[:1], max_new_tokens=5, do_sample=False)
-    use_packed_attention(model)
-    assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, before)
-    assert torch.equal(model.generate(ids[:1], max_new_tokens=5, do_sample=False), generated)
+    before, before_grads = _logits_and_grads(model, input_ids=ids, attention_mask=mask)
+    generated = model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False)
+    packed_attention.use_packed_attention(model)
+    grouped = []
+    original = packed_attention._grouped_attention
+
+    def spy(query, *rest):
+        grouped.append(query.shape[2])
+        return original(query, *rest)
+
+    monkeypatch.setattr(packed_attention, "_grouped_attention", spy)
+    after, after_grads = _logits_and_grads(model, input_ids=ids, attention_mask=mask)
+    layers = model.config.num_hidden_layers
+    assert grouped == [10] * layers
+    assert torch.equal(after, before)
+    for name, grad in before_grads.items():
+        assert torch.allclose(grad, after_grads[name], atol=1e-6), name
+    grouped.clear()
+    again = model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False)
+    assert torch.equal(again, generated)
+    assert grouped == [10] * layers  # the prompt's prefill only
 
 
 def test_packed_layout_finds_documents_where_positions_restart():
