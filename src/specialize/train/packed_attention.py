@@ -1,4 +1,5 @@
-"""Attention for padding-free batches: each packed document attends to itself, without an L x L mask.
+"""Attention for training batches: each packed document attends to itself, without an L x L mask;
+padded batches on CPU attend without repeated kv heads.
 
 Padding-free training concatenates a batch's rows into one sequence whose position ids restart at
 every document. transformers' sdpa path then builds a block-diagonal causal mask over the whole
