@@ -14,7 +14,17 @@ def _train(cli, recipe, path):
     assert code == 0, err
 
 
-def test_grpo_against_a_reward_model_trains_and_is_judged(cli, tiny_recipe, tmp_path):
+def test_grpo_against_a_reward_model_trains_and_is_judged(cli, tiny_recipe, tmp_path, monkeypatch):
+    from specialize.train import packed_attention
+
+    grouped = []
+    original = packed_attention._grouped_attention
+
+    def spy(query, *rest):  # GRPO's padded batches attend without repeated kv heads
+        grouped.append(query.requires_grad)
+        return original(query, *rest)
+
+    monkeypatch.setattr(packed_attention, "_grouped_attention", spy)
     data = _toy_preferences(tmp_path / "prefs.jsonl", 24)
     reward_run = tmp_path / "reward-run"
     _train(
@@ -34,7 +44,8 @@ def test_grpo_against_a_reward_model_trains_and_is_judged(cli, tiny_recipe, tmp_
         tiny_recipe(
             method="rl",
             data={"train": [str(data)]},
-            training={"max_steps": 4, "batch_size": 4, "learning_rate": 5e-3, "max_length": 128},
+            # two prompts of 4 completions a batch: rows of different lengths, so padded
+            training={"max_steps": 4, "batch_size": 8, "learning_rate": 5e-3, "max_length": 128},
             eval={"every_steps": 2, "patience": None, "log_every_steps": 1},
             preference={
                 "reward_model": str(reward_run),
@@ -47,6 +58,7 @@ def test_grpo_against_a_reward_model_trains_and_is_judged(cli, tiny_recipe, tmp_
         ),
         tmp_path / "rl.yaml",
     )
+    assert any(grouped)  # training forwards took the grouped path (the policy's, with gradients)
     metrics = [json.loads(line) for line in (rl_run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "reward" in m] == [1, 2, 3, 4]
     assert all("kl" in m for m in metrics if "reward" in m)
