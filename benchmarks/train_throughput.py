@@ -18,7 +18,11 @@ Paths, all in one run so their ratios share the machine's state:
   defaults as its docs show them (bf16=True): the latter, else the former, is the anchor of the
   memory ratio;
 - with --bf16-default on a CPU without native bf16, TRL's bf16 defaults too, which are very slow
-  there, so they run only --trl-default-steps steps.
+  there, so they run only --trl-default-steps steps;
+- TRL's memory anchor and its best path in the CPU's fastest precision (the fastest TRL path in
+  every run recorded in benchmarks/README.md) again with THP_MEM_ALLOC_ENABLE=1, the page-aligned
+  large blocks specialize asks torch for (`specialize/cpu_memory.py`): what that setting alone
+  gives TRL. Every other TRL path runs in the environment the benchmark was started in.
 Validation loss: mean cross-entropy over the assistant tokens of the held-out rows, the same code
 for every path (TRL trains on the whole conversation by default, specialize on the assistant's turns).
 """
@@ -27,12 +31,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
 import tempfile
 import textwrap
 from pathlib import Path
+
+# the environment as the benchmark was started, before importing specialize sets its allocator
+# setting in it: TRL's paths run in this one, as a TRL user's would
+START_ENV = dict(os.environ)
+PAGE_ALIGNED = "page-aligned blocks"
 
 WORDS = [
     "account",
@@ -185,8 +195,9 @@ NATIVE_DEFAULTS = "TRL defaults, native bf16 (ckpt on, padded)"
 BF16 = "bf16=True, use_cpu=not torch.cuda.is_available()"  # transformers wants use_cpu for CPU bf16
 
 
-def run_path(code: str, fields: dict, timeout: float | None = None) -> dict | None:
-    """Run one path in a fresh interpreter; return its RESULT plus peak RSS (and GPU peak) in MiB.
+def run_path(code: str, fields: dict, env: dict, timeout: float | None = None) -> dict | None:
+    """Run one path in a fresh interpreter with `env`; return its RESULT plus peak RSS (and GPU
+    peak) in MiB.
 
     None when it did not finish within `timeout` seconds.
     """
@@ -203,7 +214,11 @@ def run_path(code: str, fields: dict, timeout: float | None = None) -> dict | No
     )
     try:
         result = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
         )
     except subprocess.TimeoutExpired:
         return None
@@ -345,6 +360,7 @@ def main() -> None:
                 for name, path in paths.items()
                 if "padding-free" not in name
             }
+        paths |= page_aligned_variants(paths, native_bf16, args.method)
         if args.bf16_default and not native_bf16:
             paths["TRL defaults (bf16=True)"] = (
                 TRL_PATH,
@@ -364,7 +380,10 @@ def main() -> None:
                 continue
             bf16 = name.startswith("TRL defaults (bf16")
             results[name] = run_path(
-                code, common | fields, timeout=args.trl_default_timeout if bf16 else None
+                code,
+                common | fields,
+                environment_of(name),
+                timeout=args.trl_default_timeout if bf16 else None,
             )
             print(f"  {name}: {json.dumps(results[name])}", flush=True)  # raw, as each path ends
         report(results, tokens_per_row * args.batch, args)
@@ -373,6 +392,33 @@ def main() -> None:
             "best-CPU path's; memory ratio = the path's peak RSS over TRL defaults'; val ratio = the "
             "path's validation loss over specialize's"
         )
+
+
+def page_aligned_variants(paths: dict, native_bf16: bool, method: str) -> dict:
+    """TRL's memory anchor and its best path in the CPU's fastest precision, to run again with
+    page-aligned large blocks."""
+    layout = {"sft": "padding-free", "cpt": "packed"}.get(method, "padded")
+    best = f"TRL best CPU: {'bf16' if native_bf16 else 'fp32'}, no ckpt, {layout}"
+    anchor = NATIVE_DEFAULTS if native_bf16 else DEFAULTS
+    variants = {}
+    for name, (code, fields) in paths.items():
+        again = (code, fields | {"out": fields["out"] + "-aligned"})
+        if name == best:
+            variants[f"{name}, {PAGE_ALIGNED}"] = again
+        elif name.split(" (")[0] == anchor.split(" (")[0]:  # the layout in brackets varies
+            stem, _, rest = name.partition(" (")
+            variants[f"{stem}, {PAGE_ALIGNED} ({rest}"] = again
+    return variants
+
+
+def environment_of(name: str) -> dict:
+    """specialize's paths run as specialize sets itself up; TRL's as the benchmark was started,
+    or with page-aligned blocks where the path's name says so."""
+    if name.startswith("specialize"):
+        return dict(os.environ)
+    if PAGE_ALIGNED in name:
+        return START_ENV | {"THP_MEM_ALLOC_ENABLE": "1"}
+    return START_ENV
 
 
 def report(results: dict[str, dict | None], tokens_per_step: float, args) -> None:
@@ -394,13 +440,13 @@ def report(results: dict[str, dict | None], tokens_per_step: float, args) -> Non
     memory = results.get(memory_anchor) if memory_anchor else None
     ours = results.get("specialize (defaults)")
     print(
-        f"{'path':46} {'steps':>5} {'seconds':>8} {'real tok/s':>10} {'speed':>6} {'peak RSS MiB':>12} "
+        f"{'path':68} {'steps':>5} {'seconds':>8} {'real tok/s':>10} {'speed':>6} {'peak RSS MiB':>12} "
         f"{'memory':>6} {'val loss':>8} {'val':>6}"
     )
     for name, r in results.items():
         if r is None:
             print(
-                f"{name:46} did not finish {args.trl_default_steps} step(s) in {args.trl_default_timeout:.0f} s"
+                f"{name:68} did not finish {args.trl_default_steps} step(s) in {args.trl_default_timeout:.0f} s"
             )
             continue
         speed = f"{rates[name] / rates[anchor]:5.2f}x" if anchor else "-"
@@ -410,7 +456,7 @@ def report(results: dict[str, dict | None], tokens_per_step: float, args) -> Non
         val_loss = f"{r['val_loss']:8.4f}" if "val_loss" in r else "-"
         mark = " *" if name == anchor else " m" if name == memory_anchor else ""
         print(
-            f"{name + mark:46} {r['steps']:5d} {r['runtime_s']:8.1f} {rates[name]:10,.0f} {speed:>6} "
+            f"{name + mark:68} {r['steps']:5d} {r['runtime_s']:8.1f} {rates[name]:10,.0f} {speed:>6} "
             f"{r['peak_rss_mib']:12,.0f} {mem:>6} {val_loss:>8} {val:>6}"
         )
     if ours and "val_tokens" in ours:

@@ -6,7 +6,11 @@ The Python API (see `specialize/api.py`): `from specialize import prepare, train
 import sys
 import types
 
-from specialize.api import evaluate, ladder, prepare, simulate, train
+from specialize.cpu_memory import align_large_blocks
+
+align_large_blocks()  # before anything below can allocate a tensor: torch reads it at its first
+
+from specialize.api import evaluate, ladder, prepare, simulate, train  # noqa: E402
 
 __all__ = ["evaluate", "ladder", "prepare", "simulate", "train"]
 __version__ = "0.1.0"

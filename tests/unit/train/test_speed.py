@@ -264,6 +264,36 @@ print(rss() - before)
     assert int(out[1]) > 200  # MiB still resident after the free: kept for reuse
 
 
+@pytest.mark.parametrize("told", [None, "0"])
+def test_importing_specialize_page_aligns_large_blocks_unless_told_otherwise(told):
+    """`import specialize` asks torch (before its first tensor) for page-aligned blocks of 2 MiB
+    and more, which training's heap keeps more compactly; a setting in the environment wins."""
+    import os
+    import subprocess
+    import sys
+
+    probe = """
+import os, specialize, torch
+from specialize.train.speed import reuse_freed_memory
+
+reuse_freed_memory()  # as training runs: large blocks from the heap, not fresh mappings
+small = [torch.empty(2**20, dtype=torch.uint8) for _ in range(3)]  # so the heap is not fresh
+offsets = {torch.empty(3 * 2**20 + 8, dtype=torch.uint8).data_ptr() % 4096 for _ in range(4)}
+print(os.environ.get("THP_MEM_ALLOC_ENABLE"), sorted(offsets))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if told is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = told
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
+    ).stdout.split(maxsplit=1)
+    if told is None:
+        assert out == ["1", "[0]\n"]  # set by specialize, and every large block on a page boundary
+    else:
+        assert out[0] == told
+        assert out[1] != "[0]\n"  # torch's default 64-byte alignment: some block off a page boundary
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_lora_sft_trains_through_the_fast_paths(tiny_recipe, monkeypatch, precision):
     """The trainer wires them in: packed documents' attention, the one-pass head, fused LoRA
