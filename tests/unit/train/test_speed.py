@@ -291,7 +291,9 @@ print(os.environ.get("THP_MEM_ALLOC_ENABLE"), sorted(offsets))
         assert out == ["1", "[0]\n"]  # set by specialize, and every large block on a page boundary
     else:
         assert out[0] == told
-        assert out[1] != "[0]\n"  # torch's default 64-byte alignment: some block off a page boundary
+        assert (
+            out[1] != "[0]\n"
+        )  # torch's default 64-byte alignment: some block off a page boundary
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
