@@ -256,6 +256,7 @@ class Engine:
             logits, batch = self._prefill(new)
             self._active += new
             self._batch = _join(self._batch, batch)
+            self._group_rows()
             self._advance(new, logits)
             self._drop([j for j in new if j.finish_reason or j.cancelled])
         elapsed = time.monotonic() - started
@@ -300,16 +301,45 @@ class Engine:
             groups.append((rows, lambda name=name: _single(model, name)))
         return groups
 
+    def _group_rows(self) -> None:
+        """Put the rows of each forward group (see `_groups`) next to each other: one copy of the
+        cache as rows join, so that every decoding step after it writes in place. Leaving rows
+        keep the others' order, so the groups stay together until rows join again."""
+        import torch
+
+        groups = [rows for rows, _ in self._groups([j.adapter for j in self._active])]
+        if all(_block(rows) for rows in groups):
+            return
+        order = [row for rows in groups for row in rows]
+        index = torch.tensor(order)
+        cache, mask = self._batch
+        for layer in cache.layers:
+            layer.batch_select_indices(index)  # a reorder: gathered into a new buffer
+        self._active = [self._active[row] for row in order]
+        self._batch = (cache, mask[index])
+
     def _forward(self, jobs: list[Job], ids, mask, positions, cache):
         """One forward of these rows; returns each row's last logits and the updated cache."""
         import torch
 
-        from specialize.models.kv_cache import joined_cache
+        from specialize.models.kv_cache import fill_to, joined_cache, row_windows
 
         groups = self._groups([j.adapter for j in jobs])
         if len(groups) == 1:
             return self._forward_rows(groups[0][1], ids, mask, positions, cache)
-        parts, order = [], []
+        blocks = [_block(rows) for rows, _ in groups]
+        windows = None if None in blocks else row_windows(cache, blocks, ids.shape[1])
+        if windows is not None:  # a decoding step: each group writes its own rows in place
+            logits = []
+            for (_, context), block, window in zip(groups, blocks, windows, strict=True):
+                rows = slice(block.start, block.stop)
+                logits.append(
+                    self._forward_rows(context, ids[rows], mask[rows], positions[rows], window)[0]
+                )
+            fill_to(cache, windows[0].layers[0].length)
+            back = torch.argsort(torch.tensor([row for block in blocks for row in block]))
+            return torch.cat(logits)[back], cache
+        parts, order = [], []  # a prefill, or rows not yet grouped: each group on a copy
         for rows, rows_context in groups:  # each group on its own rows of the cache
             index = torch.tensor(rows)
             part = _select_rows(cache, index)
@@ -442,6 +472,12 @@ class Engine:
         mask = mask[torch.tensor(keep)]
         first = int(mask.any(0).nonzero()[0])  # leading columns no remaining row attends to
         self._batch = (keep_rows(cache, keep, first, CACHE_ROOM), mask[:, first:])
+
+
+def _block(rows: list[int]) -> range | None:
+    """The rows as one range when they are consecutive and ascending, else None."""
+    block = range(rows[0], rows[-1] + 1)
+    return block if list(block) == rows else None
 
 
 @contextlib.contextmanager

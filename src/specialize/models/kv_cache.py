@@ -69,6 +69,12 @@ class PreallocatedLayer(DynamicLayer):
         self.length = length
         self._expose()
 
+    def make_room(self, end: int) -> None:
+        """Grow the buffer (as a write past it would) so that positions up to `end` fit."""
+        if end > self._keys.shape[-2]:
+            self._grow(self.keys, self.values, end)
+            self._expose()
+
     def update(self, key_states, value_states, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
@@ -236,6 +242,21 @@ def rows_of(cache: DynamicCache, start: int, stop: int, length: int) -> DynamicC
     view = DynamicCache()
     view.layers = [layer.window(start, stop, length) for layer in cache.layers]
     return view
+
+
+def row_windows(cache: DynamicCache, blocks: list[range], new: int) -> list[DynamicCache] | None:
+    """One cache per block of rows of `cache` (same buffers) whose next `new` positions land
+    after the filled ones, the buffers grown first where they lack the room; `fill_to` then marks
+    them written. None where a layer is not a plain buffer or nothing is filled yet."""
+    layers = cache.layers
+    if not layers or not all(isinstance(layer, PreallocatedLayer) for layer in layers):
+        return None
+    length = layers[0].length
+    if not length or any(layer.length != length for layer in layers):
+        return None
+    for layer in layers:
+        layer.make_room(length + new)
+    return [rows_of(cache, block.start, block.stop, length) for block in blocks]
 
 
 def fill_to(cache: DynamicCache, length: int) -> None:

@@ -306,7 +306,9 @@ def test_stacked_lora_equals_peft_mixed_batches_in_both_modes(engine):
 
 
 def test_dora_rows_fall_back_to_peft_and_still_answer_as_alone(engine, monkeypatch):
+    from specialize.adapters import engine as engine_module
     from specialize.adapters import registry
+    from specialize.models import kv_cache
 
     monkeypatch.setenv("SPECIALIZE_HOME", str(Path(engine.host.adapters["terse"]["path"]).parent))
     engine.host.load("dora")
@@ -319,9 +321,36 @@ def test_dora_rows_fall_back_to_peft_and_still_answer_as_alone(engine, monkeypat
             "dora", [{"role": "user", "content": PROMPTS[2]}], GenerationSettings(max_new_tokens=10)
         )
         assert reply.text == engine.host.tokenizer.decode(alone["dora"], skip_special_tokens=True)
+        decoding, copied, windowed = [], [], []  # whether each group's copy was in a decoding step
+
+        def decode():
+            decoding.append(True)
+            try:
+                return engine_decode()
+            finally:
+                decoding.pop()
+
+        def select_rows(cache, index):
+            copied.append(bool(decoding))
+            return select(cache, index)
+
+        def windows(cache, blocks, new):
+            found = row_windows(cache, blocks, new)
+            windowed.append(found is not None)
+            return found
+
+        select, row_windows = engine_module._select_rows, kv_cache.row_windows
+        engine_decode = engine._decode
+        monkeypatch.setattr(engine, "_decode", decode)
+        monkeypatch.setattr(engine_module, "_select_rows", select_rows)
+        monkeypatch.setattr(kv_cache, "row_windows", windows)
         together = [engine.submit(job(engine, m, PROMPTS[2])) for m in ("dora", "terse", "dora")]
         assert wait_idle(engine) == 0
         assert [j.generated for j in together] == [alone["dora"], alone["terse"], alone["dora"]]
+        # the dora rows were put next to each other as they joined: only the prompts' prefills
+        # ran each group on a copy, every decoding step wrote each group's rows in place
+        assert copied and not any(copied)
+        assert any(windowed)
     finally:
         engine.host.unload("dora")
     assert registry.get("dora")["name"] == "dora"

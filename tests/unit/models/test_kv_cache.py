@@ -90,3 +90,27 @@ def test_joined_cache_right_aligns_blocks_keeps_room_and_grows_by_it():
     trimmed = keep_rows(kept, [1], first=2, room=2)
     assert torch.equal(trimmed.layers[1].keys[0, :, :3], long.layers[1].keys[0, :, 2:])
     assert trimmed.layers[1].keys.shape[-2] == 6 and trimmed.layers[1]._keys.shape[-2] == 8
+
+
+def test_row_windows_make_room_first_and_each_block_writes_its_rows():
+    """The serving engine's groups of rows (a DoRA adapter's, the stacked adapters') decode
+    through one window each: a full buffer grows before any window is made, never inside one."""
+    from transformers import DynamicCache
+
+    from specialize.models.kv_cache import fill_to, joined_cache, row_windows
+
+    empty = DynamicCache()
+    assert row_windows(empty, [range(0, 1)], 1) is None  # nothing filled yet: a prefill
+    source = DynamicCache()
+    keys = torch.randn(3, 2, 4, 5)
+    source.update(keys, -keys, 0)
+    cache = joined_cache([source], width=4, room=0)  # full: no room for the next position
+    assert cache.layers[0]._keys.shape[-2] == 4
+    windows = row_windows(cache, [range(0, 2), range(2, 3)], 1)
+    assert cache.layers[0]._keys.shape[-2] > 4  # grown once, for every window
+    new = torch.randn(3, 2, 1, 5)
+    for window, rows in zip(windows, (slice(0, 2), slice(2, 3)), strict=True):
+        window.layers[0].update(new[rows], -new[rows])
+    fill_to(cache, 5)
+    assert torch.equal(cache.layers[0].keys, torch.cat([keys, new], dim=-2))
+    assert torch.equal(cache.layers[0].values, -torch.cat([keys, new], dim=-2))
