@@ -3,6 +3,7 @@ bare model, with torch.profiler's op table.
 
     .venv/bin/python benchmarks/engine_step.py [--model smollm2-135m-instruct] [--batch 1 --batch 8]
         [--repeats 5] [--steps 3] [--threads 1] [--profile 8] [--max-tokens 32] [--context 1500]
+        [--dora]
 
 It makes three random LoRA adapters (r=8 on q_proj,v_proj, as `serve_load.py` does) in a
 temporary home, loads them on a `ModelHost`, and builds an `Engine` whose scheduler thread is
@@ -15,6 +16,9 @@ the --batch sizes (rows cycle over base and the three adapters, prompts of diffe
     model    the bare `model(...)` forward of one new token per row on a KV cache of the same
              prompts, adapters disabled: what the weights cost, without the engine
     prefill  the engine's prefill step of that many new rows (every row's prompt, left-padded)
+    copying  with --dora (the third adapter is then DoRA, which runs as its own group on PEFT's
+             path): the engine steps with the groups' rows left where they joined, so every step
+             runs each group on a copy of its cache rows (the engine before rows were grouped)
 Each line gives the median and min over --repeats x --steps steps (n) of the CPU time of this
 thread (with --threads 1 every op runs on it, so time stolen by other processes on a shared
 machine does not count), and the wall-clock median. Ratios between batch sizes come from the
@@ -49,6 +53,7 @@ def main() -> None:
     parser.add_argument(
         "--context", type=int, default=0, help="tokens of documents ahead of each question"
     )
+    parser.add_argument("--dora", action="store_true", help="make the third adapter DoRA")
     args = parser.parse_args()
     batches = args.batch or [1, 8]
     home = tempfile.mkdtemp(prefix="engine-step-")
@@ -72,7 +77,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     names = []
-    for spec in _random_adapters(args.model):
+    for spec in _random_adapters(args.model, dora=args.dora):
         name, _, path = spec.partition("=")
         registry.register(name, path, base_model=args.model, replace=True)
         names.append(name)
@@ -99,18 +104,23 @@ def main() -> None:
             for i in range(batch)
         ]
 
-    def engine_steps(batch: int, steps: int, record: dict, kernel: bool = True) -> None:
+    def engine_steps(
+        batch: int, steps: int, record: dict, kernel: bool = True, grouped: bool = True
+    ) -> None:
         engine.decode_kernel = kernel
-        kind = "engine" if kernel else "torch-lin"
+        kind = "copying" if not grouped else "engine" if kernel else "torch-lin"
+        if not grouped:
+            engine._group_rows = lambda: None
         engine._active, engine._batch = [], None
         new = jobs(batch)
-        with _timer(record if kernel else {}, ("prefill", batch)):  # the kernel's prefill only
+        with _timer(record if kind == "engine" else {}, ("prefill", batch)):
             engine._step(new)
         for _ in range(steps):
             with _timer(record, (kind, batch)):
                 engine._step([])
         engine._drop(list(engine._active))
         engine.decode_kernel = True
+        vars(engine).pop("_group_rows", None)
 
     def model_steps(batch: int, steps: int, record: dict) -> None:
         from transformers import DynamicCache
@@ -151,6 +161,7 @@ def main() -> None:
     record: dict = {}
     kernel = decode_linear.why_not() or "on"
     print(f"decode kernel: {kernel}", flush=True)
+    kinds = ["engine", "torch-lin", "model", "prefill"] + (["copying"] if args.dora else [])
     for batch in batches:  # warm-up, not recorded
         engine_steps(batch, 1, {})
         engine_steps(batch, 1, {}, kernel=False)
@@ -160,7 +171,9 @@ def main() -> None:
             engine_steps(batch, args.steps, record)
             engine_steps(batch, args.steps, record, kernel=False)
             model_steps(batch, args.steps, record)
-    for kind in ("engine", "torch-lin", "model", "prefill"):
+            if args.dora:
+                engine_steps(batch, args.steps, record, grouped=False)
+    for kind in kinds:
         for batch in batches:
             cpu, wall = zip(*record[(kind, batch)], strict=True)
             print(
@@ -178,6 +191,13 @@ def main() -> None:
         print(
             f"batch {batch}: engine step with torch's linear / with the kernel = {ratio:.2f}x (wall)"
         )
+        if args.dora:
+            ratio = _median_wall(record[("copying", batch)]) / _median_wall(
+                record[("engine", batch)]
+            )
+            print(
+                f"batch {batch}: engine step copying each group's rows / in place = {ratio:.2f}x (wall)"
+            )
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

@@ -205,8 +205,9 @@ def _common_prefix(a: str, b: str) -> int:
     )
 
 
-def _random_adapters(model_ref: str) -> list[str]:
-    """Three LoRA adapters with random weights: quick to make, and their answers differ."""
+def _random_adapters(model_ref: str, dora: bool = False) -> list[str]:
+    """Three LoRA adapters with random weights: quick to make, and their answers differ. With
+    `dora` the last is a DoRA adapter (which the engine runs on PEFT's own path, as its own group)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -220,7 +221,11 @@ def _random_adapters(model_ref: str) -> list[str]:
         model = get_peft_model(
             base,
             LoraConfig(
-                r=8, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+                r=8,
+                lora_alpha=8,
+                target_modules=["q_proj", "v_proj"],
+                init_lora_weights=False,
+                use_dora=dora and name == "travel",
             ),
         )
         folder = Path(os.environ["SPECIALIZE_HOME"]) / "adapters" / name
