@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-NAME = "specialize_packed"
+NAME = "specialize_training"
 
 
 @dataclass(frozen=True)
@@ -219,8 +219,10 @@ def register() -> None:
     AttentionMaskInterface.register(NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
 
 
-def use_packed_attention(model) -> bool:
-    """Switch a model that attends with sdpa to NAME (same results); return whether it did.
+def use_training_attention(model) -> bool:
+    """Switch a model that attends with sdpa to NAME, training's attention (packed documents
+    each on their own, padded batches on CPU with grouped kv heads, the rest as sdpa; same
+    results); return whether it did.
 
     Other implementations (eager, flash) are left alone: they were chosen for a reason."""
     config = getattr(model, "config", None)

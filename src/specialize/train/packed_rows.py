@@ -35,9 +35,9 @@ def packing_trainer(trainer_class, model, padding_free: bool, pack):
     """`trainer_class`, or with padding_free (and a model attending with sdpa) a subclass that,
     once the trainer has set its model up (TRL adds its fused head then), packs its batches with
     `pack` (pack_padded_rows, pack_padded_scores)."""
-    from specialize.train.packed_attention import use_packed_attention
+    from specialize.train.packed_attention import use_training_attention
 
-    switched = use_packed_attention(model)  # padded batches gain from it too (grouped kv heads)
+    switched = use_training_attention(model)  # padded batches gain from it too (grouped kv heads)
     if not (padding_free and switched):
         return trainer_class
 

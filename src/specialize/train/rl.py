@@ -38,7 +38,7 @@ def train_rl(
 ) -> Outcome:
     from trl import GRPOConfig, GRPOTrainer
 
-    from specialize.train.packed_attention import use_packed_attention
+    from specialize.train.packed_attention import use_training_attention
 
     settings = recipe.preference
     judge = load_judge(settings.reward_model, recipe.model)
@@ -49,7 +49,7 @@ def train_rl(
     model, tokenizer = load_model(recipe.model)
     tokenizer = recipe_chat_template(tokenizer, recipe)
     model = adapt(model, recipe.adaptation)
-    use_packed_attention(model)  # its padded batches attend without repeated kv heads
+    use_training_attention(model)  # its padded batches attend without repeated kv heads
     rows = recipe_rows(recipe, run)
     budget = recipe.training.max_length - settings.max_new_tokens
     train, val = (

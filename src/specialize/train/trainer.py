@@ -138,10 +138,10 @@ def build_sft_trainer(
     """Return a TRL SFTTrainer over pre-tokenised rows, with our callbacks in place of the printers."""
     from trl import SFTTrainer
 
-    from specialize.train.packed_attention import use_packed_attention
+    from specialize.train.packed_attention import use_training_attention
 
     # packed documents attend without an L x L mask; padded batches without repeated kv heads
-    use_packed_attention(model)
+    use_training_attention(model)
     args = to_trl_args(recipe, run, precision, plan)
     return build_trainer(
         SFTTrainer,

@@ -127,7 +127,7 @@ def test_single_token_fast_path_matches_the_general_scorer(tiny_model_dir):
     assert fast == pytest.approx(slow, abs=1e-5)
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager", "specialize_packed"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager", "specialize_training"])
 def test_shared_context_rows_give_the_whole_sequence_scores(tiny_model_dir, attention):
     """A context and all its choices in one masked row: the same log-likelihoods as scoring each
     whole sequence (to 1e-5), so the same answer, whatever the batch split, the continuation

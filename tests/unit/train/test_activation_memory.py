@@ -6,7 +6,7 @@ import torch
 
 from specialize.models.loading import load_model
 from specialize.train import fused_lora, gated_mlp, packed_attention
-from specialize.train.packed_attention import use_packed_attention
+from specialize.train.packed_attention import use_training_attention
 
 
 def _kept(forward):
@@ -172,7 +172,7 @@ def test_packed_attention_keeps_its_tokens_packed_with_bitwise_the_same_gradient
     """q, k, v and the output are kept once each, packed (not padded to the longest document),
     and the logits and every gradient are what autograd's padded sdpa gives, bitwise."""
     model, _ = load_model(str(tiny_model_dir))
-    assert use_packed_attention(model)
+    assert use_training_attention(model)
     config = model.config
     lengths = [7, 12, 3]
     ids = torch.randint(

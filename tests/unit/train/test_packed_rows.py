@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from specialize.models.loading import load_model
-from specialize.train.packed_attention import use_packed_attention
+from specialize.train.packed_attention import use_training_attention
 from specialize.train.packed_rows import PER_TOKEN_FIELDS, pack_padded_rows
 
 OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")  # what DPOTrainer asks for
@@ -24,7 +24,7 @@ def twins(tiny_model_dir):
     padded = get_peft_model(base, config)
     packed = copy.deepcopy(padded)
     add_fused_lm_head(padded.get_base_model(), outputs=OUTPUTS)
-    assert use_packed_attention(packed)
+    assert use_training_attention(packed)
     add_fused_lm_head(packed.get_base_model(), outputs=OUTPUTS)
     pack_padded_rows(packed.get_base_model())
     return padded, packed
@@ -120,7 +120,7 @@ def reward_twins(tiny_model_dir):
     )
     padded = get_peft_model(base, config)
     packed = copy.deepcopy(padded)
-    assert use_packed_attention(packed)
+    assert use_training_attention(packed)
     pack_padded_scores(packed.get_base_model())
     return padded, packed
 

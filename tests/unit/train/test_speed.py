@@ -64,12 +64,12 @@ def _logits_and_grads(model, **inputs):
 def test_packed_attention_equals_the_block_diagonal_mask_and_keeps_documents_apart(
     tiny_model_dir,
 ):
-    from specialize.train.packed_attention import NAME, use_packed_attention
+    from specialize.train.packed_attention import NAME, use_training_attention
 
     model, _ = load_model(str(tiny_model_dir))
     ids, positions = _packed_batch(model, [7, 12, 3, 9])
     masked, masked_grads = _logits_and_grads(model, input_ids=ids, position_ids=positions)
-    assert use_packed_attention(model) and model.config._attn_implementation == NAME
+    assert use_training_attention(model) and model.config._attn_implementation == NAME
     packed, packed_grads = _logits_and_grads(model, input_ids=ids, position_ids=positions)
     assert torch.allclose(masked, packed, atol=1e-5)
     for name, grad in masked_grads.items():
@@ -77,7 +77,7 @@ def test_packed_attention_equals_the_block_diagonal_mask_and_keeps_documents_apa
     # a document's logits do not depend on its neighbours: the third alone gives the same
     alone = model(input_ids=ids[:, 19:22], position_ids=positions[:, 19:22]).logits
     assert torch.allclose(alone, packed[:, 19:22], atol=1e-5)
-    assert use_packed_attention(model) is False  # only an sdpa model is switched
+    assert use_training_attention(model) is False  # only an sdpa model is switched
 
 
 def test_packed_attention_under_bf16_autocast_matches_fp32_and_trains(tiny_model_dir, monkeypatch):
@@ -88,7 +88,7 @@ def test_packed_attention_under_bf16_autocast_matches_fp32_and_trains(tiny_model
     model, _ = load_model(str(tiny_model_dir))
     ids, positions = _packed_batch(model, [9, 14, 5], seed=2)
     reference, _ = _logits_and_grads(model, input_ids=ids, position_ids=positions)
-    packed_attention.use_packed_attention(model)
+    packed_attention.use_training_attention(model)
     seen = []
     original = packed_attention._to_documents
 
@@ -123,7 +123,7 @@ def test_padded_batches_attend_with_grouped_kv_heads_and_the_same_results(
     mask[1, :4] = 0  # left padding
     before, before_grads = _logits_and_grads(model, input_ids=ids, attention_mask=mask)
     generated = model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False)
-    packed_attention.use_packed_attention(model)
+    packed_attention.use_training_attention(model)
     grouped = []
     original = packed_attention._grouped_attention
 
