@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "specialize"
 # Lowest first. A package may import its own layer and the ones before it. `track` is a leaf:
 # it sits with the foundation modules and imports nothing above them.
 LAYERS: list[set[str]] = [
-    {"__main__", "errors", "home", "config", "artifacts", "track"},
+    {"__main__", "errors", "home", "config", "artifacts", "track", "cpu_memory"},
     {"models"},
     {"data"},
     {"evaluate", "ladder"},
