@@ -20,9 +20,10 @@ Paths, all in one run so their ratios share the machine's state:
 - with --bf16-default on a CPU without native bf16, TRL's bf16 defaults too, which are very slow
   there, so they run only --trl-default-steps steps;
 - TRL's memory anchor and its best path in the CPU's fastest precision (the fastest TRL path in
-  every run recorded in benchmarks/README.md) again with THP_MEM_ALLOC_ENABLE=1, the page-aligned
-  large blocks specialize asks torch for (`specialize/cpu_memory.py`): what that setting alone
-  gives TRL. Every other TRL path runs in the environment the benchmark was started in.
+  every run recorded in benchmarks/README.md) again with the CPU memory settings specialize makes
+  on import (`specialize/cpu_memory.py`: page-aligned large blocks, a bounded oneDNN kernel
+  cache): what those settings alone give TRL. Every other TRL path runs in the environment the
+  benchmark was started in.
 Validation loss: mean cross-entropy over the assistant tokens of the held-out rows, the same code
 for every path (TRL trains on the whole conversation by default, specialize on the assistant's turns).
 """
@@ -39,10 +40,10 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-# the environment as the benchmark was started, before importing specialize sets its allocator
-# setting in it: TRL's paths run in this one, as a TRL user's would
+# the environment as the benchmark was started, before importing specialize makes its CPU memory
+# settings in it: TRL's paths run in this one, as a TRL user's would
 START_ENV = dict(os.environ)
-PAGE_ALIGNED = "page-aligned blocks"
+MEMORY_SETTINGS = "specialize's memory settings"
 
 WORDS = [
     "account",
@@ -360,7 +361,7 @@ def main() -> None:
                 for name, path in paths.items()
                 if "padding-free" not in name
             }
-        paths |= page_aligned_variants(paths, native_bf16, args.method)
+        paths |= memory_settings_variants(paths, native_bf16, args.method)
         if args.bf16_default and not native_bf16:
             paths["TRL defaults (bf16=True)"] = (
                 TRL_PATH,
@@ -394,30 +395,33 @@ def main() -> None:
         )
 
 
-def page_aligned_variants(paths: dict, native_bf16: bool, method: str) -> dict:
+def memory_settings_variants(paths: dict, native_bf16: bool, method: str) -> dict:
     """TRL's memory anchor and its best path in the CPU's fastest precision, to run again with
-    page-aligned large blocks."""
+    specialize's CPU memory settings."""
     layout = {"sft": "padding-free", "cpt": "packed"}.get(method, "padded")
     best = f"TRL best CPU: {'bf16' if native_bf16 else 'fp32'}, no ckpt, {layout}"
     anchor = NATIVE_DEFAULTS if native_bf16 else DEFAULTS
     variants = {}
     for name, (code, fields) in paths.items():
-        again = (code, fields | {"out": fields["out"] + "-aligned"})
+        again = (code, fields | {"out": fields["out"] + "-settings"})
         if name == best:
-            variants[f"{name}, {PAGE_ALIGNED}"] = again
+            variants[f"{name}, {MEMORY_SETTINGS}"] = again
         elif name.split(" (")[0] == anchor.split(" (")[0]:  # the layout in brackets varies
             stem, _, rest = name.partition(" (")
-            variants[f"{stem}, {PAGE_ALIGNED} ({rest}"] = again
+            variants[f"{stem}, {MEMORY_SETTINGS} ({rest}"] = again
     return variants
 
 
 def environment_of(name: str) -> dict:
     """specialize's paths run as specialize sets itself up; TRL's as the benchmark was started,
-    or with page-aligned blocks where the path's name says so."""
+    or with specialize's CPU memory settings where the path's name says so."""
     if name.startswith("specialize"):
         return dict(os.environ)
-    if PAGE_ALIGNED in name:
-        return START_ENV | {"THP_MEM_ALLOC_ENABLE": "1"}
+    if MEMORY_SETTINGS in name:
+        from specialize import cpu_memory
+
+        made = (cpu_memory.PAGE_ALIGNED_BLOCKS, cpu_memory.KERNEL_CACHE)
+        return START_ENV | {key: os.environ[key] for key in made if key in os.environ}
     return START_ENV
 
 

@@ -6,9 +6,9 @@ The Python API (see `specialize/api.py`): `from specialize import prepare, train
 import sys
 import types
 
-from specialize.cpu_memory import align_large_blocks
+from specialize.cpu_memory import set_cpu_memory_defaults
 
-align_large_blocks()  # before anything below can allocate a tensor: torch reads it at its first
+set_cpu_memory_defaults()  # before anything below can make a tensor: torch and oneDNN read them once
 
 from specialize.api import evaluate, ladder, prepare, simulate, train  # noqa: E402
 

@@ -296,6 +296,69 @@ print(os.environ.get("THP_MEM_ALLOC_ENABLE"), sorted(offsets))
         )  # torch's default 64-byte alignment: some block off a page boundary
 
 
+KERNEL_CACHE_PROBE = """
+import ctypes, os, specialize, torch
+
+print(os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY"), flush=True)
+weight = torch.randn(64, 64, dtype=torch.bfloat16)
+
+
+def product(rows):
+    torch.randn(rows, 64, dtype=torch.bfloat16) @ weight
+
+
+product(8)
+for rows in range(9, 9 + 80):  # 80 more shapes than a first one: more than 64 kernels
+    product(rows)
+ctypes.CDLL(None).fflush(None)  # oneDNN writes through C's stdout, Python through its own
+print("AGAIN", flush=True)
+product(8)
+ctypes.CDLL(None).fflush(None)
+"""
+
+
+def _kernel_cache_probe(told):
+    """Run KERNEL_CACHE_PROBE with oneDNN reporting each kernel it compiles or finds kept;
+    return (the capacity the probe saw, the reports after the first shape came back)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if "PRIMITIVE_CACHE_CAPACITY" not in k}
+    env["ONEDNN_VERBOSE"] = "profile_create"
+    if told is not None:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = told
+    lines = subprocess.run(
+        [sys.executable, "-c", KERNEL_CACHE_PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout.splitlines()
+    again = lines.index("AGAIN")
+    return lines[0], [line for line in lines[again + 1 :] if ",create:" in line]
+
+
+@pytest.mark.parametrize("told", [None, "1024"])
+def test_importing_specialize_bounds_onednn_kernel_cache_unless_told_otherwise(told):
+    """`import specialize` keeps at most 64 compiled oneDNN kernels (training's packed batches
+    change shape every step, and 1,024 kept kernels grew peak RSS for ~30 steps); a setting in
+    the environment wins."""
+    seen, _ = _kernel_cache_probe(told)
+    assert seen == (told or "64")
+
+
+@pytest.mark.parametrize("told", [None, "1024"])
+def test_a_kernel_used_more_than_64_shapes_ago_is_compiled_again(told):
+    """Where bf16 products run through oneDNN (CPUs with native bf16), the bound is oneDNN's:
+    the first shape's kernel is gone after 80 others under specialize's 64, kept under 1,024."""
+    _, reports = _kernel_cache_probe(told)
+    if not reports:
+        pytest.skip("this CPU's bf16 products do not run through oneDNN: the bound is inert here")
+    assert ",matmul," in reports[0]
+    assert ("create:cache_miss" if told is None else "create:cache_hit") in reports[0]
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_lora_sft_trains_through_the_fast_paths(tiny_recipe, monkeypatch, precision):
     """The trainer wires them in: packed documents' attention, the one-pass head, fused LoRA
