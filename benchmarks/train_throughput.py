@@ -444,13 +444,13 @@ def report(results: dict[str, dict | None], tokens_per_step: float, args) -> Non
     memory = results.get(memory_anchor) if memory_anchor else None
     ours = results.get("specialize (defaults)")
     print(
-        f"{'path':68} {'steps':>5} {'seconds':>8} {'real tok/s':>10} {'speed':>6} {'peak RSS MiB':>12} "
+        f"{'path':76} {'steps':>5} {'seconds':>8} {'real tok/s':>10} {'speed':>6} {'peak RSS MiB':>12} "
         f"{'memory':>6} {'val loss':>8} {'val':>6}"
     )
     for name, r in results.items():
         if r is None:
             print(
-                f"{name:68} did not finish {args.trl_default_steps} step(s) in {args.trl_default_timeout:.0f} s"
+                f"{name:76} did not finish {args.trl_default_steps} step(s) in {args.trl_default_timeout:.0f} s"
             )
             continue
         speed = f"{rates[name] / rates[anchor]:5.2f}x" if anchor else "-"
@@ -460,7 +460,7 @@ def report(results: dict[str, dict | None], tokens_per_step: float, args) -> Non
         val_loss = f"{r['val_loss']:8.4f}" if "val_loss" in r else "-"
         mark = " *" if name == anchor else " m" if name == memory_anchor else ""
         print(
-            f"{name + mark:68} {r['steps']:5d} {r['runtime_s']:8.1f} {rates[name]:10,.0f} {speed:>6} "
+            f"{name + mark:76} {r['steps']:5d} {r['runtime_s']:8.1f} {rates[name]:10,.0f} {speed:>6} "
             f"{r['peak_rss_mib']:12,.0f} {mem:>6} {val_loss:>8} {val:>6}"
         )
     if ours and "val_tokens" in ours:
