@@ -420,8 +420,7 @@ def environment_of(name: str) -> dict:
     if MEMORY_SETTINGS in name:
         from specialize import cpu_memory
 
-        made = (cpu_memory.PAGE_ALIGNED_BLOCKS, cpu_memory.KERNEL_CACHE)
-        return START_ENV | {key: os.environ[key] for key in made if key in os.environ}
+        return START_ENV | {k: os.environ[k] for k in cpu_memory.SETTINGS if k in os.environ}
     return START_ENV
 
 

@@ -238,12 +238,22 @@ def test_one_pass_head_under_autocast_casts_the_frozen_weight_once_and_follows_c
     assert torch.equal(log_probs(), autocast_reference())
 
 
-def test_reuse_freed_memory_keeps_a_freed_block_mapped():
-    """After reuse_freed_memory a freed 256 MiB block stays in the process for the next step
-    instead of going back to the kernel (whose pages the next step would fault in again)."""
+def _fresh_python(code: str, unset: str | None = None, **env: str) -> str:
+    """`code`'s stdout from a fresh interpreter (settings read once per process start fresh),
+    with environment variables whose names contain `unset` removed and `env` added."""
+    import os
     import subprocess
     import sys
 
+    base = {k: v for k, v in os.environ.items() if unset is None or unset not in k}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=base | env
+    ).stdout
+
+
+def test_reuse_freed_memory_keeps_a_freed_block_mapped():
+    """After reuse_freed_memory a freed 256 MiB block stays in the process for the next step
+    instead of going back to the kernel (whose pages the next step would fault in again)."""
     probe = """
 import torch
 from specialize.train.speed import reuse_freed_memory
@@ -257,9 +267,7 @@ block = torch.ones(64 * 2**20)  # 256 MiB, written so its pages are resident
 del block
 print(rss() - before)
 """
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout.split()
+    out = _fresh_python(probe).split()
     assert out[0] == "True"  # glibc (Linux CI and this project's machines)
     assert int(out[1]) > 200  # MiB still resident after the free: kept for reuse
 
@@ -268,10 +276,6 @@ print(rss() - before)
 def test_importing_specialize_page_aligns_large_blocks_unless_told_otherwise(told):
     """`import specialize` asks torch (before its first tensor) for page-aligned blocks of 2 MiB
     and more, which training's heap keeps more compactly; a setting in the environment wins."""
-    import os
-    import subprocess
-    import sys
-
     probe = """
 import os, specialize, torch
 from specialize.train.speed import reuse_freed_memory
@@ -281,12 +285,8 @@ small = [torch.empty(2**20, dtype=torch.uint8) for _ in range(3)]  # so the heap
 offsets = {torch.empty(3 * 2**20 + 8, dtype=torch.uint8).data_ptr() % 4096 for _ in range(4)}
 print(os.environ.get("THP_MEM_ALLOC_ENABLE"), sorted(offsets))
 """
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    if told is not None:
-        env["THP_MEM_ALLOC_ENABLE"] = told
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
-    ).stdout.split(maxsplit=1)
+    told_env = {} if told is None else {"THP_MEM_ALLOC_ENABLE": told}
+    out = _fresh_python(probe, unset="THP_MEM_ALLOC_ENABLE", **told_env).split(maxsplit=1)
     if told is None:
         assert out == ["1", "[0]\n"]  # set by specialize, and every large block on a page boundary
     else:
@@ -320,21 +320,13 @@ ctypes.CDLL(None).fflush(None)
 def _kernel_cache_probe(told):
     """Run KERNEL_CACHE_PROBE with oneDNN reporting each kernel it compiles or finds kept;
     return (the capacity the probe saw, the reports after the first shape came back)."""
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if "PRIMITIVE_CACHE_CAPACITY" not in k}
-    env["ONEDNN_VERBOSE"] = "profile_create"
-    if told is not None:
-        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = told
-    lines = subprocess.run(
-        [sys.executable, "-c", KERNEL_CACHE_PROBE],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-    ).stdout.splitlines()
+    told_env = {} if told is None else {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": told}
+    lines = _fresh_python(
+        KERNEL_CACHE_PROBE,
+        unset="PRIMITIVE_CACHE_CAPACITY",  # oneDNN's old name as well
+        ONEDNN_VERBOSE="profile_create",
+        **told_env,
+    ).splitlines()
     again = lines.index("AGAIN")
     return lines[0], [line for line in lines[again + 1 :] if ",create:" in line]
 
