@@ -9,8 +9,9 @@ runs in its own process so peak RSS (taken when training ends) is its own.
     python benchmarks/train_throughput.py --model DIR --rows 64
 
 Paths, all in one run so their ratios share the machine's state:
-- specialize (its defaults: auto precision, padding-free, selected-position loss), and the same
-  with `training.gradient_checkpointing: true`, its memory configuration (every method);
+- specialize (its defaults: auto precision, padding-free, selected-position loss), the same with
+  `training.gradient_checkpointing: true` and `checkpoint_every: 3` (a third of the layers
+  recomputed), and with every layer recomputed, its memory configuration (every method);
 - TRL's best CPU configuration: fp32, gradient checkpointing off, padded and padding-free, and the
   same two in bf16 where the CPU runs bf16 natively (AVX512-BF16 or AMX): the fastest is the
   anchor of the speed ratio;
@@ -115,7 +116,7 @@ SPECIALIZE_PATH = """
         "adaptation": {{"kind": "lora", "lora": {{"r": 16, "alpha": 32, "dropout": 0.0}}}},
         "training": {{"epochs": 1, "max_steps": {steps}, "batch_size": {batch}, "max_length": {max_length},
                       "learning_rate": 2e-4, "warmup_ratio": 0.0, "precision": "{precision}",
-                      "gradient_checkpointing": {checkpointing}}},
+                      "gradient_checkpointing": {checkpointing}, "checkpoint_every": {every}}},
         "eval": {{"every_steps": 100000, "patience": None}}, "output": {{"dir": "{out}"}},
         "retention": {{"suite": "none"}}}})  # training only: the TRL path measures no retention either
     run = train(recipe, progress=False)
@@ -325,11 +326,19 @@ def main() -> None:
         native_bf16 = bf16_is_fast()[0] and not torch.cuda.is_available()
         precisions = ("fp32", "bf16") if native_bf16 else ("fp32",)
         paths = {
-            "specialize (defaults)": (SPECIALIZE_PATH, dict(out=f"{tmp}/s", checkpointing=False)),
+            "specialize (defaults)": (
+                SPECIALIZE_PATH,
+                dict(out=f"{tmp}/s", checkpointing=False, every=1),
+            ),
+            # between the two: a third of the layers recompute (`training.checkpoint_every: 3`)
+            "specialize (checkpointing every 3rd layer)": (
+                SPECIALIZE_PATH,
+                dict(out=f"{tmp}/s3", checkpointing=True, every=3),
+            ),
             # the memory configuration: one switch in the recipe
             "specialize (gradient checkpointing)": (
                 SPECIALIZE_PATH,
-                dict(out=f"{tmp}/sc", checkpointing=True),
+                dict(out=f"{tmp}/sc", checkpointing=True, every=1),
             ),
         }
         for precision in precisions:

@@ -178,6 +178,21 @@ class TrainingSection(Config):
     gradient_checkpointing: bool = Field(
         False, description="Trade compute for memory on long sequences."
     )
+    checkpoint_every: int = Field(
+        1,
+        ge=1,
+        description="With gradient_checkpointing: recompute every N-th decoder layer only (1: all). "
+        "The others keep their activations: less memory saved, less time spent.",
+    )
+
+    @model_validator(mode="after")
+    def _checkpoint_every_needs_checkpointing(self) -> TrainingSection:
+        if self.checkpoint_every > 1 and not self.gradient_checkpointing:
+            raise ValueError(
+                f"checkpoint_every: {self.checkpoint_every} picks which layers gradient "
+                "checkpointing recomputes: set gradient_checkpointing: true too (or remove it)"
+            )
+        return self
 
 
 class EvalSection(Config):

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import torch
 
-# Tokens per block: a [256, 49152] fp32 tile is 48 MiB, large enough for an efficient product.
-TOKENS_PER_BLOCK = 256
+# Tokens per block. A block's tiles (logits, log-probabilities, probabilities: [64, 49152], 6 MiB
+# each in bf16) are alive at the step's peak, when every layer's activations are: blocks of 256
+# peaked ~90 MiB higher in a LoRA SFT run of SmolLM2-135M, for ~3% less head time.
+TOKENS_PER_BLOCK = 64
 
 
 class FrozenHeadLogProbs(torch.autograd.Function):
@@ -45,8 +47,8 @@ class FrozenHeadLogProbs(torch.autograd.Function):
             mean_logits[block] = logits.mean(-1)
             logp = torch.log_softmax(logits, dim=-1)
             del logits  # one [block, vocabulary] tile fewer alive
-            is_top1[block] = logp.argmax(-1) == target
             log_probs[block] = logp.gather(1, target[:, None])[:, 0]
+            is_top1[block] = _is_first_maximum(logp, target, log_probs[block])
             probs = logp.exp()
             entropy[block] = -torch.linalg.vecdot(probs, logp)  # -sum p log p, without a temporary
             # d log p_t / d h = scale * (W[t] - p @ W)
@@ -66,6 +68,21 @@ class FrozenHeadLogProbs(torch.autograd.Function):
         if grad_entropy is not None:
             grad += _entropy_grad(hidden, weight, ctx.scale, entropy, grad_entropy.float())
         return grad.to(hidden.dtype), None, None, None
+
+
+def _is_first_maximum(scores, target, at_target):
+    """scores.argmax(-1) == target without argmax's pass (on this CPU 25 ms for a [256, 49152]
+    bf16 tile, against 1.5 ms for amax): the target holds the row's maximum, and where another
+    entry holds it too, the target comes first. `at_target`: scores at the targets (any dtype)."""
+    best = scores.amax(-1)
+    top = at_target.to(best.dtype) == best
+    rows = top.nonzero()[:, 0]
+    if rows.numel():
+        tied = (scores[rows] == best[rows, None]).sum(-1) > 1  # rare: argmax takes the first
+        if tied.any():
+            ties = rows[tied]
+            top[ties] = scores[ties].argmax(-1) == target[ties]
+    return top
 
 
 def _logits(hidden, product_weight, scale):

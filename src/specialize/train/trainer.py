@@ -75,6 +75,11 @@ def to_trl_args(
         fp16=precision.fp16,
         use_cpu=not _cuda(),  # transformers refuses bf16 on a CPU unless told the CPU is meant
         gradient_checkpointing=t.gradient_checkpointing,
+        # transformers' own choice (non-reentrant), and which layers recompute
+        gradient_checkpointing_kwargs={
+            "use_reentrant": False,
+            "every_n_layers": t.checkpoint_every,
+        },
         eval_strategy="steps" if plan.has_validation else "no",
         eval_steps=e.every_steps,
         save_strategy="steps",

@@ -90,17 +90,18 @@ def test_packed_attention_under_bf16_autocast_matches_fp32_and_trains(tiny_model
     reference, _ = _logits_and_grads(model, input_ids=ids, position_ids=positions)
     packed_attention.use_training_attention(model)
     seen = []
-    original = packed_attention._to_documents
+    original = packed_attention._document
 
-    def spy(tokens, layout):  # what the kernel reads, forward and backward
+    def spy(tokens, span):  # what the kernel reads and writes, forward and backward
         seen.append(tokens.dtype)
-        return original(tokens, layout)
+        return original(tokens, span)
 
-    monkeypatch.setattr(packed_attention, "_to_documents", spy)
+    monkeypatch.setattr(packed_attention, "_document", spy)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits, grads = _logits_and_grads(model, input_ids=ids, position_ids=positions)
     layers = model.config.num_hidden_layers
-    assert len(seen) == 8 * layers and set(seen) == {torch.float32}  # q, k, v; then 5 back
+    # per document and layer: q, k, v and the output forward; 5 read and 3 written back
+    assert len(seen) == 12 * 3 * layers and set(seen) == {torch.float32}
     assert logits.dtype == torch.bfloat16
     assert torch.allclose(logits.float(), reference, atol=0.1, rtol=0.05)
     assert all(grad is not None and grad.abs().sum() > 0 for grad in grads.values())
@@ -150,6 +151,7 @@ def test_packed_layout_finds_documents_where_positions_restart():
     layout = packed_layout(torch.tensor([[0, 1, 2, 0, 1, 5, 6, 7]]))
     assert (layout.documents, layout.longest) == (3, 3)
     assert layout.index.tolist() == [0, 1, 2, 3, 4, 6, 7, 8]
+    assert layout.spans == ((0, 3), (3, 5), (5, 8))
     assert packed_layout(torch.tensor([[3, 4, 5, 6]])) is None  # one document: sdpa's causal path
     assert packed_layout(torch.tensor([[0, 1, 0, 1], [0, 1, 2, 3]])) is None  # padded batch
 
@@ -207,6 +209,24 @@ def test_one_pass_head_gives_trl_kernels_outputs_and_gradients():
         CpuHead(ChunkedLogProbFunction), hidden, trainable, targets, 1.0, 1.0, 0.0
     )
     assert weight_grad is not None and weight_grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_top1_flags_are_argmaxs_ties_included(dtype):
+    from specialize.train.lm_head import _is_first_maximum
+
+    generator = torch.Generator().manual_seed(5)
+    scores = torch.randint(0, 6, (400, 50), generator=generator).to(dtype)  # many ties
+    targets = scores.argmax(-1)
+    targets[::3] = torch.randint(0, 50, (134,), generator=generator)  # some wrong, some tied
+    targets[1::7] = 49 - scores.flip(-1).argmax(-1)[1::7]  # the last of the tied maxima
+    flags = _is_first_maximum(scores, targets, scores.gather(1, targets[:, None])[:, 0])
+    expected = scores.argmax(-1) == targets
+    assert torch.equal(flags, expected)
+    assert (
+        0 < int(expected.sum()) < 400
+        and int((flags != (scores.amax(-1) == scores.gather(1, targets[:, None])[:, 0])).sum()) > 0
+    )
 
 
 def test_one_pass_head_under_autocast_casts_the_frozen_weight_once_and_follows_changes():
@@ -370,7 +390,7 @@ def test_lora_sft_trains_through_the_fast_paths(tiny_recipe, monkeypatch, precis
         return wrapper
 
     monkeypatch.setattr(
-        packed_attention, "_to_documents", counting("attention", packed_attention._to_documents)
+        packed_attention, "_document", counting("attention", packed_attention._document)
     )
     monkeypatch.setattr(lm_head, "_logits", counting("head", lm_head._logits))
     monkeypatch.setattr(fused_lora, "_drop", counting("lora", fused_lora._drop))
@@ -380,3 +400,57 @@ def test_lora_sft_trains_through_the_fast_paths(tiny_recipe, monkeypatch, precis
     run = train(build_config(RecipeConfig, recipe), progress=False)
     assert run.record().status == "finished"
     assert all(count > 0 for count in calls.values()), calls
+
+
+def test_checkpointing_every_second_layer_recomputes_those_layers_with_the_same_losses(
+    tiny_recipe,
+):
+    """`checkpoint_every: 2` checkpoints layers 0, 2, ... and leaves the rest keeping their
+    activations; recomputing changes no loss (to float rounding); without gradient checkpointing
+    the key is refused, naming the fix."""
+    from pathlib import Path
+
+    from transformers import TrainerCallback
+
+    from specialize.config import build_config
+    from specialize.errors import ConfigError
+    from specialize.train.callbacks import extra_callbacks
+    from specialize.train.config import RecipeConfig
+    from specialize.train.run import train
+
+    class Layers(TrainerCallback):
+        def __init__(self):
+            self.flags, self.losses = [], []
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.flags = [
+                m.gradient_checkpointing
+                for m in model.modules()
+                if type(m).__name__.endswith("DecoderLayer")
+            ]
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.losses.append(logs["loss"])
+
+    runs = {}
+    for name, training in {
+        "plain": {},
+        "every second": {"gradient_checkpointing": True, "checkpoint_every": 2},
+    }.items():
+        recipe = tiny_recipe(
+            training={"max_steps": 3, "precision": "fp32", **training},
+            output={"dir": str(Path(tiny_recipe()["output"]["dir"]) / name.replace(" ", "-"))},
+        )
+        runs[name] = Layers()
+        with extra_callbacks(runs[name]):
+            run = train(build_config(RecipeConfig, recipe), progress=False)
+        assert run.record().status == "finished"
+    layers = len(runs["plain"].flags)
+    assert layers >= 2 and not any(runs["plain"].flags)
+    assert runs["every second"].flags == [i % 2 == 0 for i in range(layers)]
+    assert len(runs["plain"].losses) == 3
+    assert runs["every second"].losses == pytest.approx(runs["plain"].losses, rel=1e-5)
+
+    with pytest.raises(ConfigError, match="set gradient_checkpointing: true"):
+        build_config(RecipeConfig, tiny_recipe(training={"checkpoint_every": 3}))
