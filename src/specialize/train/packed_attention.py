@@ -32,7 +32,7 @@ class Layout:
     documents: int
     longest: int
     index: torch.Tensor  # token t of the packed row -> document * longest + position in document
-    spans: tuple[tuple[int, int], ...] = ()  # (start, end) of each document in the packed row
+    spans: tuple[tuple[int, int], ...]  # (start, end) of each document in the packed row
 
 
 def packed_layout(position_ids: torch.Tensor) -> Layout | None:
@@ -196,7 +196,7 @@ class _DocumentAttention(torch.autograd.Function):
 
 
 def _one_call_each(layout: Layout) -> bool:
-    return 0 < len(layout.spans) <= MOST_CALLS
+    return len(layout.spans) <= MOST_CALLS
 
 
 def _document(tokens: torch.Tensor, span: tuple[int, int]) -> torch.Tensor:
